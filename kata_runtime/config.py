@@ -1,0 +1,117 @@
+"""configuration.toml: Kata 1.x's paths and keys, loaded with tomllib.
+
+Search order (first that exists wins): ``--kata-config PATH``, ``$KATA_CONF_FILE``,
+``/etc/kata-containers/configuration.toml``, ``/usr/share/defaults/kata-containers/configuration.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kata_runtime.errors import ConfigError
+
+SEARCH_PATHS = (
+    Path("/etc/kata-containers/configuration.toml"),
+    Path("/usr/share/defaults/kata-containers/configuration.toml"),
+)
+
+
+@dataclass
+class HypervisorConfig:
+    path: str = "/usr/bin/qemu-system-x86_64"
+    kernel: str = "/usr/share/kata-containers/vmlinux.container"
+    initrd: str = "/usr/share/kata-containers/kata-containers-initrd.img"
+    image: str = "/usr/share/kata-containers/kata-containers.img"
+    machine_type: str = "q35"
+    kernel_params: str = ""
+    default_vcpus: int = 1
+    default_memory: int = 512  # MiB
+    shared_fs: str = "virtio-9p"
+    msize_9p: int = 131072
+    accel: str = "auto"  # auto | kvm | tcg  (auto: KVM when it really boots guests, else TCG)
+    cpu_model: str = ""  # empty: "host" with KVM, "max" with TCG
+    tcg_tb_size: int = 32  # MiB of TCG translation cache
+    enable_debug: bool = False
+
+
+@dataclass
+class AgentConfig:
+    dial_timeout: float = 60.0  # seconds until the guest agent must answer
+    request_timeout: float = 60.0
+
+
+@dataclass
+class RuntimeConfig:
+    enable_debug: bool = False
+    internetworking_model: str = "tcfilter"
+
+
+@dataclass
+class FactoryConfig:
+    enable_template: bool = False
+    template_path: str = "/run/vc/vm/template"
+
+
+@dataclass
+class Config:
+    hypervisor: HypervisorConfig = field(default_factory=HypervisorConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    factory: FactoryConfig = field(default_factory=FactoryConfig)
+    proxy_path: str = ""  # empty: the kata-proxy shipped in this package
+    shim_path: str = ""  # empty: the kata-shim shipped in this package
+    source: str = ""  # the file this was loaded from ("" = built-in defaults)
+
+
+def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
+    for key, value in table.items():
+        if not hasattr(obj, key):
+            continue  # Kata 1.x keys we do not implement are accepted and ignored
+        want = type(getattr(obj, key))
+        if want is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, want):
+            raise ConfigError(f"{where}: {key} must be {want.__name__}, not {type(value).__name__}")
+        setattr(obj, key, value)
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The configuration file to use, or None to run on built-in defaults."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"configuration file {explicit} does not exist")
+        return explicit
+    env = os.environ.get("KATA_CONF_FILE")
+    if env:
+        return find_config(Path(env))
+    for candidate in SEARCH_PATHS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(explicit: Path | None = None) -> Config:
+    """Load and check the configuration (see the module docstring for the search order)."""
+    path = find_config(explicit)
+    cfg = Config()
+    if path is None:
+        return cfg
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot load configuration {path}: {e}") from None
+    cfg.source = str(path)
+    hv = data.get("hypervisor", {}).get("qemu", {})
+    _fill(cfg.hypervisor, hv, f"{path} [hypervisor.qemu]")
+    _fill(cfg.agent, data.get("agent", {}).get("kata", {}), f"{path} [agent.kata]")
+    _fill(cfg.runtime, data.get("runtime", {}), f"{path} [runtime]")
+    _fill(cfg.factory, data.get("factory", {}), f"{path} [factory]")
+    cfg.proxy_path = str(data.get("proxy", {}).get("kata", {}).get("path", ""))
+    cfg.shim_path = str(data.get("shim", {}).get("kata", {}).get("path", ""))
+    if cfg.hypervisor.accel not in ("auto", "kvm", "tcg"):
+        raise ConfigError(f"{path}: [hypervisor.qemu] accel must be auto, kvm or tcg")
+    return cfg

@@ -1,0 +1,84 @@
+"""Stream multiplexing over the VM's single agent channel (virtio-serial or vsock).
+
+kata-proxy (host) and the guest agent exchange frames::
+
+    magic "KM" (2) | type (1) | reserved (1) | stream id (4, big endian) | length (4) | payload
+
+- ``OPEN``  host → guest: a client connected to the proxy; ``stream`` is new (never reused in a session).
+- ``DATA``  either way: payload bytes of the stream.
+- ``CLOSE`` either way: the sender's side of the stream is gone; the receiver drops it.
+- ``RESET`` host → guest: a new proxy owns the channel; the guest drops every stream.
+
+A virtio-serial port has no connection boundaries, so a frame may start in the middle of garbage
+left by a proxy that died: the decoder resynchronises on the magic. What a stream carries is up to
+its first bytes: an HTTP/2 preface (gRPC) or ``shimproto.HELLO_MAGIC`` (a kata-shim).
+
+No flow control: each side reads the channel eagerly and buffers per stream.
+"""
+
+from __future__ import annotations
+
+import struct
+
+MAGIC = b"KM"
+HEADER = struct.Struct("!2sBxII")
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 1 << 20  # a larger length is corruption, not data
+
+OPEN = 1
+DATA = 2
+CLOSE = 3
+RESET = 4
+_TYPES = (OPEN, DATA, CLOSE, RESET)
+
+# Largest DATA payload a sender puts in one frame: bounds the latency other streams see.
+CHUNK = 64 * 1024
+
+Frame = tuple[int, int, bytes]
+
+
+def encode(ftype: int, stream: int, payload: bytes = b"") -> bytes:
+    """One frame, header and payload."""
+    return HEADER.pack(MAGIC, ftype, stream, len(payload)) + payload
+
+
+def encode_data(stream: int, data: bytes) -> bytes:
+    """DATA frames for ``data``, split into chunks of at most CHUNK bytes."""
+    if len(data) <= CHUNK:
+        return encode(DATA, stream, data)
+    return b"".join(encode(DATA, stream, data[i:i + CHUNK]) for i in range(0, len(data), CHUNK))
+
+
+class Decoder:
+    """Incremental frame decoder that skips garbage up to the next valid header."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.skipped = 0  # bytes of garbage dropped while resynchronising
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes read from the channel; return the complete frames they finish."""
+        self._buf += data
+        frames: list[Frame] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= HEADER_SIZE:
+            magic, ftype, stream, length = HEADER.unpack_from(buf, pos)
+            if magic != MAGIC or ftype not in _TYPES or length > MAX_PAYLOAD:
+                nxt = buf.find(MAGIC, pos + 1)
+                if nxt < 0:
+                    # keep a trailing "K" that may start the next magic
+                    keep = 1 if buf[-1:] == MAGIC[:1] else 0
+                    self.skipped += len(buf) - pos - keep
+                    pos = len(buf) - keep
+                    break
+                self.skipped += nxt - pos
+                pos = nxt
+                continue
+            end = pos + HEADER_SIZE + length
+            if end > len(buf):
+                break
+            frames.append((ftype, stream, bytes(buf[pos + HEADER_SIZE:end])))
+            pos = end
+        del buf[:pos]
+        return frames

@@ -1,0 +1,94 @@
+"""What a kata-shim and the guest agent say to each other on one mux stream.
+
+The shim opens a stream (by connecting to kata-proxy) and sends ``HELLO_MAGIC`` followed by a
+HELLO message naming the process. Then both sides send messages::
+
+    type (1) | length (4, big endian) | payload
+
+shim → agent: HELLO (JSON {"container", "exec", "tty"}), STDIN (bytes), STDIN_EOF, SIGNAL (u32),
+RESIZE (u16 rows, u16 cols).
+agent → shim: READY (empty: attached), STDOUT, STDERR (bytes), EXIT (i32 status: exit code, or
+128+N when killed by signal N; sent after stdout and stderr are drained), ERROR (utf-8 text; the
+agent closes the stream after it).
+
+Kept free of grpc and asyncio: this is resident in every kata-shim.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+HELLO_MAGIC = b"KSHM"
+HEADER = struct.Struct("!BI")
+HEADER_SIZE = HEADER.size
+
+HELLO = 1
+STDIN = 2
+STDIN_EOF = 3
+SIGNAL = 4
+RESIZE = 5
+READY = 10
+STDOUT = 11
+STDERR = 12
+EXIT = 13
+ERROR = 14
+
+Message = tuple[int, bytes]
+
+
+def encode(mtype: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(mtype, len(payload)) + payload
+
+
+def hello(container: str, exec_id: str, tty: bool = False) -> bytes:
+    """The first bytes a shim sends on its stream."""
+    body = json.dumps({"container": container, "exec": exec_id, "tty": tty}).encode()
+    return HELLO_MAGIC + encode(HELLO, body)
+
+
+def signal_msg(signo: int) -> bytes:
+    return encode(SIGNAL, struct.pack("!I", signo))
+
+
+def resize_msg(rows: int, cols: int) -> bytes:
+    return encode(RESIZE, struct.pack("!HH", rows, cols))
+
+
+def exit_msg(status: int) -> bytes:
+    return encode(EXIT, struct.pack("!i", status))
+
+
+def parse_u32(payload: bytes) -> int:
+    return int(struct.unpack("!I", payload[:4])[0])
+
+
+def parse_i32(payload: bytes) -> int:
+    return int(struct.unpack("!i", payload[:4])[0])
+
+
+def parse_resize(payload: bytes) -> tuple[int, int]:
+    rows, cols = struct.unpack("!HH", payload[:4])
+    return int(rows), int(cols)
+
+
+class Decoder:
+    """Incremental message decoder."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        out: list[Message] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= HEADER_SIZE:
+            mtype, length = HEADER.unpack_from(buf, pos)
+            end = pos + HEADER_SIZE + length
+            if end > len(buf):
+                break
+            out.append((mtype, bytes(buf[pos + HEADER_SIZE:end])))
+            pos = end
+        del buf[:pos]
+        return out
