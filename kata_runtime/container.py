@@ -6,11 +6,26 @@ subclasses for conditions a user can meet, and leaves nothing behind when it fai
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import logging
+import os
+import secrets
+import signal as _signal
+import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kata_runtime.oci.state import ContainerState
+from kata_runtime import daemons
+from kata_runtime.config import Config, load_config
+from kata_runtime.errors import InvalidArgument, InvalidState, KataError
+from kata_runtime.oci.state import ContainerState, Status
+from kata_runtime.store import ContainerRecord, ExecRecord, ProcRef, SandboxRecord, SandboxStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/run/vc")
 
@@ -25,39 +40,254 @@ class RuntimeOptions:
     systemd_cgroup: bool = False
 
 
+# -- helpers ----------------------------------------------------------------------------------------
+
+def _now_rfc3339() -> str:
+    """UTC with nanoseconds, as runc prints ``created``."""
+    ns = time.time_ns()
+    dt = datetime.datetime.fromtimestamp(ns // 1_000_000_000, tz=datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+
+
+def current_status(rec: SandboxRecord, c: ContainerRecord) -> Status:
+    """The stored status, corrected by what still runs: a dead VM or shim means stopped."""
+    if c.status in (Status.CREATED, Status.RUNNING, Status.PAUSED):
+        if rec.qemu is None or not rec.qemu.alive():
+            return Status.STOPPED
+        if c.status is not Status.PAUSED and (c.shim is None or not c.shim.alive()):
+            return Status.STOPPED
+    return c.status
+
+
+def _to_state(rec: SandboxRecord, c: ContainerRecord) -> ContainerState:
+    status = current_status(rec, c)
+    pid = c.shim.pid if c.shim is not None and status is not Status.STOPPED else 0
+    return ContainerState(id=c.id, pid=pid, status=status, bundle=c.bundle, rootfs=c.rootfs, created=c.created,
+                          annotations=dict(c.annotations))
+
+
+class _Context:
+    """What every command needs: options, configuration (loaded lazily) and the store."""
+
+    def __init__(self, opts: RuntimeOptions) -> None:
+        self.opts = opts
+        self.store = SandboxStore(opts.root)
+        self._cfg: Config | None = None
+
+    @property
+    def cfg(self) -> Config:
+        if self._cfg is None:
+            self._cfg = load_config(self.opts.kata_config)
+        return self._cfg
+
+    def sandbox(self, rec: SandboxRecord) -> Any:
+        from kata_runtime.sandbox import Sandbox
+
+        return Sandbox(self.store, self.cfg, rec)
+
+
+@contextlib.contextmanager
+def _locked_container(ctx: _Context, cid: str, step: str) -> Iterator[tuple[SandboxRecord, ContainerRecord]]:
+    from kata_runtime.oci.spec import validate_id
+
+    validate_id(cid)
+    sid = ctx.store.sandbox_of(cid, step)
+    with ctx.store.locked(sid, step):
+        rec = ctx.store.load(sid, step)
+        c = rec.containers.get(cid)
+        if c is None:
+            from kata_runtime.errors import ContainerNotFound
+
+            raise ContainerNotFound("container does not exist", container=cid, step=step)
+        yield rec, c
+
+
+class _Interrupted(KataError):
+    """SIGTERM/SIGINT/SIGHUP arrived while we were creating: undo and exit."""
+
+
+@contextlib.contextmanager
+def _interruptible(cid: str, step: str) -> Iterator[None]:
+    """Turn termination signals into an exception, so that the undo path runs."""
+    def handler(signo: int, _frame: Any) -> None:
+        raise _Interrupted(f"interrupted by signal {_signal.Signals(signo).name}", container=cid, step=step)
+
+    old = {s: _signal.signal(s, handler) for s in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            _signal.signal(s, h)
+
+
+def _write_pid_file(path: Path, pid: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(str(pid))
+    os.replace(tmp, path)
+
+
+# -- create ---------------------------------------------------------------------------------------
+
+def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None, console_socket: Path | None,
+            no_pivot: bool, detach_shim: bool) -> tuple[ContainerState, subprocess.Popen[bytes]]:
+    from kata_runtime.oci.spec import load_bundle, validate_id
+
+    validate_id(cid)
+    bundle = load_bundle(bundle_path, cid)
+    process = bundle.spec.get("process") or {}
+    if console_socket is not None or process.get("terminal"):
+        raise InvalidArgument("terminals (process.terminal, --console-socket) are not supported yet",
+                              container=cid, step="create")
+    cfg = ctx.cfg  # configuration errors before anything is made
+    ctx.store.reserve(cid)
+    rec = SandboxRecord(id=cid)
+    c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs), created=_now_rfc3339(),
+                        status=Status.CREATING, annotations=dict(bundle.spec.get("annotations") or {}),
+                        process=process)
+    rec.containers[cid] = c
+    sandbox = ctx.sandbox(rec)
+    try:
+        with ctx.store.locked(cid, "create"), _interruptible(cid, "create"):
+            sandbox.save()
+            sandbox.boot()
+            readonly = bool((bundle.spec.get("root") or {}).get("readonly"))
+            c.rootfs_mount, guest_rootfs = sandbox.share_rootfs(cid, bundle.rootfs, readonly)
+            sandbox.save()
+            sandbox.agent(cid).create_container(cid, bundle.spec, guest_rootfs, [], no_pivot)
+            shim = daemons.start_shim(cid, cid, sandbox.proxy_socket, detach=detach_shim,
+                                      configured=cfg.shim_path)
+            c.shim = ProcRef.of(shim.pid)
+            c.status = Status.CREATED
+            sandbox.save()
+            if pid_file is not None:
+                _write_pid_file(pid_file, shim.pid)
+            return _to_state(rec, c), shim
+    except BaseException as e:
+        try:
+            sandbox.destroy()
+        except KataError as cleanup:
+            log.error("create %s: cleanup after failure: %s", cid, cleanup)
+        if isinstance(e, KataError) and e.container is None:
+            e.container, e.step = cid, "create"
+        raise
+
+
 def create(opts: RuntimeOptions, cid: str, bundle: Path, *, pid_file: Path | None = None,
            console_socket: Path | None = None, no_pivot: bool = False) -> ContainerState:
     """Boot the sandbox VM (if the container is its own sandbox), create the container in it,
     start its kata-shim (which keeps this process's stdio) and return once it is ``created``.
     The shim's pid goes to ``pid_file``."""
-    raise NotImplementedError
+    state, _shim = _create(_Context(opts), cid, bundle, pid_file=pid_file, console_socket=console_socket,
+                           no_pivot=no_pivot, detach_shim=True)
+    return state
 
 
 def start(opts: RuntimeOptions, cid: str) -> None:
     """Start the user process of a ``created`` container."""
-    raise NotImplementedError
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, "start") as (rec, c):
+        _start_locked(ctx, rec, c)
+
+
+def _start_locked(ctx: _Context, rec: SandboxRecord, c: ContainerRecord) -> None:
+    status = current_status(rec, c)
+    if not status.can_start():
+        msg = {Status.RUNNING: "cannot start an already running container",
+               Status.STOPPED: "cannot start a container that has stopped",
+               Status.PAUSED: "cannot start a paused container"}.get(status, f"container is {status}")
+        raise InvalidState(msg, container=c.id, step="start")
+    sandbox = ctx.sandbox(rec)
+    sandbox.agent(c.id).start_container(c.id)
+    c.status = Status.RUNNING
+    sandbox.save()
 
 
 def state(opts: RuntimeOptions, cid: str) -> ContainerState:
     """The container's current state (status refreshed from the liveness of shim and VM)."""
-    raise NotImplementedError
+    from kata_runtime.oci.spec import validate_id
+
+    validate_id(cid)
+    store = SandboxStore(opts.root)
+    rec = store.load(store.sandbox_of(cid, "state"), "state")
+    c = rec.containers.get(cid)
+    if c is None:
+        from kata_runtime.errors import ContainerNotFound
+
+        raise ContainerNotFound("container does not exist", container=cid, step="state")
+    return _to_state(rec, c)
 
 
 def kill(opts: RuntimeOptions, cid: str, signal: int, *, all_processes: bool = False) -> None:
     """Send ``signal`` to the container's init process (or to all its processes)."""
-    raise NotImplementedError
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, "kill") as (rec, c):
+        status = current_status(rec, c)
+        if not status.can_kill():
+            if all_processes and status is Status.STOPPED:
+                return  # engines clean up with `kill --all ID 9` after the workload exited
+            raise InvalidState("container not running", container=cid, step="kill")
+        ctx.sandbox(rec).agent(cid).signal_process(cid, "", signal, all_processes)
 
 
 def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:
     """Remove the container and, when it is the last of its sandbox, the VM and everything else."""
-    raise NotImplementedError
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, "delete") as (rec, c):
+        status = current_status(rec, c)
+        if not status.can_delete() and not force:
+            raise InvalidState(f"cannot delete container {cid} that is not stopped: {status}", container=cid,
+                               step="delete")
+        sandbox = ctx.sandbox(rec)
+        if status is not Status.STOPPED and sandbox.vm_alive():
+            # kill the workload first so that its shim reports 128+9 rather than a lost VM
+            with contextlib.suppress(KataError):
+                sandbox.agent(cid).signal_process(cid, "", _signal.SIGKILL, True)
+                daemons.wait_gone(c.shim, 5.0)
+        sandbox.destroy()
 
 
 def run(opts: RuntimeOptions, cid: str, bundle: Path, *, pid_file: Path | None = None,
         console_socket: Path | None = None, detach: bool = False, no_pivot: bool = False) -> int:
     """create + start; in the foreground wait for the workload, delete the container and return
     its exit status (128+N when killed by signal N). Detached, return 0 once it runs."""
-    raise NotImplementedError
+    ctx = _Context(opts)
+    _state, shim = _create(ctx, cid, bundle, pid_file=pid_file, console_socket=console_socket,
+                           no_pivot=no_pivot, detach_shim=detach)
+    try:
+        start(opts, cid)
+    except BaseException:
+        with contextlib.suppress(KataError):
+            delete(opts, cid, force=True)
+        raise
+    if detach:
+        return 0
+    status = _wait_forwarding_signals(shim)
+    try:
+        delete(opts, cid, force=True)
+    except KataError as e:
+        log.error("%s", e)
+    return status
+
+
+def _wait_forwarding_signals(shim: subprocess.Popen[bytes]) -> int:
+    """Wait for a foreground shim; signals sent to us go to it (and so to the workload)."""
+    forwarded = [s for s in _signal.valid_signals()
+                 if s not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD)]
+
+    def forward(signo: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(shim.pid, signo)
+
+    old = {}
+    for s in forwarded:
+        with contextlib.suppress(OSError, ValueError):
+            old[s] = _signal.signal(s, forward)
+    try:
+        code = shim.wait()
+    finally:
+        for s, h in old.items():
+            _signal.signal(s, h)
+    return code if code >= 0 else 128 - code
 
 
 def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, detach: bool = False,
@@ -65,14 +295,54 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
     """Run an extra process (a full OCI ``process`` object) in a running container. Foreground:
     return its exit status. Detached: return 0 once it runs; its kata-shim's pid goes to
     ``pid_file``."""
-    raise NotImplementedError
+    ctx = _Context(opts)
+    if console_socket is not None or process.get("terminal"):
+        raise InvalidArgument("terminals (--tty, --console-socket) are not supported yet", container=cid,
+                              step="exec")
+    if not process.get("args"):
+        raise InvalidArgument("process args cannot be empty", container=cid, step="exec")
+    exec_id = secrets.token_hex(8)
+    with _locked_container(ctx, cid, "exec") as (rec, c):
+        status = current_status(rec, c)
+        if not status.can_exec():
+            raise InvalidState(f"cannot exec in a {status} container", container=cid, step="exec")
+        sandbox = ctx.sandbox(rec)
+        sandbox.agent(cid).exec_process(cid, exec_id, process)
+        shim = daemons.start_shim(cid, exec_id, sandbox.proxy_socket, detach=detach,
+                                  configured=ctx.cfg.shim_path, step="exec")
+        if detach:
+            c.execs[exec_id] = ExecRecord(exec_id, ProcRef.of(shim.pid))
+            sandbox.save()
+        if pid_file is not None:
+            _write_pid_file(pid_file, shim.pid)
+    if detach:
+        return 0
+    return _wait_forwarding_signals(shim)
 
 
 def container_process(opts: RuntimeOptions, cid: str) -> dict[str, Any]:
     """The container's own OCI ``process`` object, the base that ``exec ARGS...`` modifies."""
-    raise NotImplementedError
+    from kata_runtime.oci.spec import validate_id
+
+    validate_id(cid)
+    store = SandboxStore(opts.root)
+    rec = store.load(store.sandbox_of(cid, "exec"), "exec")
+    c = rec.containers.get(cid)
+    if c is None:
+        from kata_runtime.errors import ContainerNotFound
+
+        raise ContainerNotFound("container does not exist", container=cid, step="exec")
+    return dict(c.process)
 
 
 def list_containers(opts: RuntimeOptions) -> list[ContainerState]:
     """Every container under ``opts.root``, sorted by creation time."""
-    raise NotImplementedError
+    store = SandboxStore(opts.root)
+    out: list[ContainerState] = []
+    for sid in store.sandbox_ids():
+        try:
+            rec = store.load(sid)
+        except KataError:
+            continue  # being created or deleted right now
+        out.extend(_to_state(rec, c) for c in rec.containers.values())
+    return sorted(out, key=lambda s: s.created)

@@ -5,7 +5,7 @@ HELLO message naming the process. Then both sides send messages::
 
     type (1) | length (4, big endian) | payload
 
-shim → agent: HELLO (JSON {"container", "exec", "tty"}), STDIN (bytes), STDIN_EOF, SIGNAL (u32),
+shim → agent: HELLO (container id, exec id and "1"/"0" for tty, NUL-separated), STDIN (bytes), STDIN_EOF, SIGNAL (u32),
 RESIZE (u16 rows, u16 cols).
 agent → shim: READY (empty: attached), STDOUT, STDERR (bytes), EXIT (i32 status: exit code, or
 128+N when killed by signal N; sent after stdout and stderr are drained), ERROR (utf-8 text; the
@@ -16,7 +16,6 @@ Kept free of grpc and asyncio: this is resident in every kata-shim.
 
 from __future__ import annotations
 
-import json
 import struct
 
 HELLO_MAGIC = b"KSHM"
@@ -43,8 +42,14 @@ def encode(mtype: int, payload: bytes = b"") -> bytes:
 
 def hello(container: str, exec_id: str, tty: bool = False) -> bytes:
     """The first bytes a shim sends on its stream."""
-    body = json.dumps({"container": container, "exec": exec_id, "tty": tty}).encode()
+    body = b"\0".join((container.encode(), exec_id.encode(), b"1" if tty else b"0"))
     return HELLO_MAGIC + encode(HELLO, body)
+
+
+def parse_hello(payload: bytes) -> tuple[str, str, bool]:
+    """(container id, exec id, tty) from a HELLO payload; ValueError when malformed."""
+    container, exec_id, tty = payload.split(b"\0")
+    return container.decode(), exec_id.decode(), tty == b"1"
 
 
 def signal_msg(signo: int) -> bytes:

@@ -1,0 +1,101 @@
+"""AgentClient over gRPC, through the sandbox's kata-proxy socket (one mux stream per channel)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from kata_runtime.errors import AgentError
+from kata_runtime.protocol.generated import agent_pb2 as pb
+from kata_runtime.protocol.generated import agent_pb2_grpc as pb_grpc
+
+
+def _storage(d: dict[str, Any]) -> Any:
+    return pb.Storage(driver=d.get("driver", ""), source=d["source"], fstype=d["fstype"],
+                      options=d.get("options", []), mount_point=d["mount_point"])
+
+
+class GrpcAgentClient:
+    """Talks to the agent of one sandbox. ``container`` names the container in error messages."""
+
+    def __init__(self, proxy_socket: str, container: str, request_timeout: float = 60.0) -> None:
+        self.container = container
+        self.timeout = request_timeout
+        self.channel = grpc.insecure_channel(
+            f"unix:{proxy_socket}",
+            options=[("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = pb_grpc.AgentServiceStub(self.channel)
+
+    def _rpc(self, name: str, request: Any, step: str, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self.stub, name)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                msg = f"the guest agent did not answer {name} within {timeout or self.timeout:g}s"
+            elif code == grpc.StatusCode.UNAVAILABLE:
+                msg = f"the guest agent is unreachable ({e.details()})"
+            else:
+                msg = str(e.details()) if hasattr(e, "details") else str(e)
+            raise AgentError(msg, container=self.container, step=step) from None
+
+    def check(self, timeout: float) -> None:
+        try:
+            self.stub.Check(pb.CheckRequest(), timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise AgentError(f"guest agent did not answer within {timeout:g}s",
+                                 container=self.container, step="create") from None
+            raise AgentError(f"guest agent check failed: {e.details()}", container=self.container,
+                             step="create") from None
+
+    def create_sandbox(self, sandbox_id: str, hostname: str, storages: list[dict[str, Any]]) -> None:
+        self._rpc("CreateSandbox", pb.CreateSandboxRequest(
+            sandbox_id=sandbox_id, hostname=hostname, storages=[_storage(s) for s in storages]), "create")
+
+    def destroy_sandbox(self) -> None:
+        self._rpc("DestroySandbox", pb.DestroySandboxRequest(), "delete", timeout=15)
+
+    def create_container(self, cid: str, spec: dict[str, Any], rootfs_guest_path: str,
+                         storages: list[dict[str, Any]], no_pivot: bool = False) -> None:
+        self._rpc("CreateContainer", pb.CreateContainerRequest(
+            container_id=cid, exec_id=cid, oci_spec_json=json.dumps(spec), rootfs_guest_path=rootfs_guest_path,
+            storages=[_storage(s) for s in storages], no_pivot=no_pivot), "create")
+
+    def start_container(self, cid: str) -> None:
+        self._rpc("StartContainer", pb.StartContainerRequest(container_id=cid), "start")
+
+    def remove_container(self, cid: str) -> None:
+        self._rpc("RemoveContainer", pb.RemoveContainerRequest(container_id=cid), "delete", timeout=30)
+
+    def exec_process(self, cid: str, exec_id: str, process: dict[str, Any]) -> None:
+        self._rpc("ExecProcess", pb.ExecProcessRequest(
+            container_id=cid, exec_id=exec_id, process_json=json.dumps(process)), "exec")
+
+    def signal_process(self, cid: str, exec_id: str, signal: int, all_processes: bool = False) -> None:
+        self._rpc("SignalProcess", pb.SignalProcessRequest(
+            container_id=cid, exec_id=exec_id, signal=signal, all=all_processes), "kill")
+
+    def wait_process(self, cid: str, exec_id: str) -> int:
+        resp = self._rpc("WaitProcess", pb.WaitProcessRequest(container_id=cid, exec_id=exec_id), "wait",
+                         timeout=24 * 3600)
+        return int(resp.status)
+
+    def list_processes(self, cid: str) -> list[int]:
+        resp = self._rpc("ListProcesses", pb.ListProcessesRequest(container_id=cid, format="json"), "ps")
+        return list(json.loads(resp.process_list or b"[]"))
+
+    def pause_container(self, cid: str) -> None:
+        self._rpc("PauseContainer", pb.PauseContainerRequest(container_id=cid), "pause")
+
+    def resume_container(self, cid: str) -> None:
+        self._rpc("ResumeContainer", pb.ResumeContainerRequest(container_id=cid), "resume")
+
+    def version(self) -> dict[str, str]:
+        r = self._rpc("Version", pb.CheckRequest(), "version")
+        return {"grpc": r.grpc_version, "agent": r.agent_version, "kernel": r.kernel_release}
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,54 @@
+"""``kata-runtime create``: create a container (boot its VM) and leave it ``created``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import click
+
+from kata_runtime.cli.command import absolute, pass_opts, runc_command
+from kata_runtime.oci.spec import validate_id
+
+if TYPE_CHECKING:
+    from kata_runtime.container import RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+BUNDLE_HELP = "path to the root of the bundle directory, defaults to the current directory"
+CONSOLE_HELP = ("path to an AF_UNIX socket which will receive a file descriptor referencing the "
+                "master end of the console's pseudoterminal")
+PIDFILE_HELP = "specify the file to write the process id to"
+NOPIVOT_HELP = ("do not use pivot root to jail process inside rootfs.  This should be used whenever "
+                "the rootfs is on top of a ramdisk")
+KEYRING_HELP = "do not create a new session keyring for the container (accepted, no effect in a VM)"
+PRESERVE_FDS_HELP = ("Pass N additional file descriptors to the container (accepted; extra "
+                     "descriptors cannot cross into the VM and are not passed)")
+
+
+def ignore_preserve_fds(n: int) -> None:
+    """--preserve-fds is accepted for the engines' sake; say in the log that it has no effect."""
+    if n:
+        log.warning("--preserve-fds=%d ignored: file descriptors cannot be passed into the VM", n)
+
+
+@runc_command("create", short_help="create a container")
+@click.option("--bundle", "-b", default=".", help=BUNDLE_HELP)
+@click.option("--console-socket", default="", help=CONSOLE_HELP)
+@click.option("--pid-file", default="", help=PIDFILE_HELP)
+@click.option("--no-pivot", is_flag=True, help=NOPIVOT_HELP)
+@click.option("--no-new-keyring", is_flag=True, help=KEYRING_HELP)
+@click.option("--preserve-fds", type=int, default=0, help=PRESERVE_FDS_HELP)
+@click.argument("container_id", metavar="<container-id>")
+@pass_opts
+def create(opts: RuntimeOptions, container_id: str, bundle: str, console_socket: str, pid_file: str,
+           no_pivot: bool, no_new_keyring: bool, preserve_fds: int) -> None:
+    """Create an instance of a container for a bundle: a directory with a specification file
+    named "config.json" and a root filesystem. The pid written to --pid-file is the kata-shim
+    that stands for the container's init process; start it with "kata-runtime start"."""
+    from kata_runtime import container
+
+    validate_id(container_id)
+    ignore_preserve_fds(preserve_fds)
+    container.create(opts, container_id, absolute(bundle or "."), pid_file=absolute(pid_file),
+                     console_socket=absolute(console_socket), no_pivot=no_pivot)

@@ -1,0 +1,171 @@
+"""``kata-runtime``: the runc-compatible command line. Global flags, the command table, and the one
+place where errors become what the user and the engines see.
+
+An error is one line on stderr, ``kata-runtime: <message>``, and the exit status of the error
+(1; ``exec`` failures 255 and an unknown command 3, as runc). With ``--log FILE`` the same message
+is appended to FILE as a logrus line (``--log-format json``: ``{"level":"error","msg":...}``),
+which containerd reads back to show the user. A bug is one line too; its traceback goes to the
+log only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from kata_runtime.cli.command import CONTEXT_SETTINGS, CliState, LazyGroup
+from kata_runtime.cli.logs import LogTarget, setup_logging
+from kata_runtime.errors import KataError
+
+PROG = "kata-runtime"
+DEFAULT_ROOT = "/run/vc"
+
+# name -> "module:attribute", in the order of runc's help.
+COMMANDS: dict[str, str] = {
+    "create": "kata_runtime.cli.create:create",
+    "delete": "kata_runtime.cli.delete:delete",
+    "events": "kata_runtime.cli.notyet:events",
+    "exec": "kata_runtime.cli.exec:exec_",
+    "kill": "kata_runtime.cli.kill:kill",
+    "list": "kata_runtime.cli.list:list_",
+    "pause": "kata_runtime.cli.notyet:pause",
+    "ps": "kata_runtime.cli.notyet:ps",
+    "resume": "kata_runtime.cli.notyet:resume",
+    "run": "kata_runtime.cli.run:run",
+    "spec": "kata_runtime.cli.spec:spec",
+    "start": "kata_runtime.cli.start:start",
+    "state": "kata_runtime.cli.state:state",
+    "update": "kata_runtime.cli.notyet:update",
+    "factory": "kata_runtime.cli.notyet:factory",
+    "kata-check": "kata_runtime.cli.kata:kata_check",
+    "kata-env": "kata_runtime.cli.kata:kata_env",
+    "version": "kata_runtime.cli.version:version",
+}
+
+# The log target of the current invocation, once the global flags are parsed.
+_log_target: LogTarget | None = None
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from kata_runtime.cli.version import version_text
+
+        click.echo(version_text(), nl=False)
+        ctx.exit(0)
+
+
+@click.group(PROG, cls=LazyGroup, lazy=COMMANDS, invoke_without_command=True,
+             context_settings=CONTEXT_SETTINGS)
+@click.option("--debug", is_flag=True, help="enable debug logging")
+@click.option("--log", "log_file", metavar="FILE", default="",
+              help="set the log file to write kata-runtime logs to (default is '/dev/stderr')")
+@click.option("--log-format", default="text", show_default=True,
+              help="set the log format ('text' (default), or 'json')")
+@click.option("--root", default=DEFAULT_ROOT, show_default=True,
+              help="root directory for storage of container state (this should be located in tmpfs)")
+@click.option("--criu", default="criu", hidden=True, help="accepted for runc compatibility; ignored")
+@click.option("--systemd-cgroup", is_flag=True,
+              help='enable systemd cgroup support, expects cgroupsPath to be of form "slice:prefix:name"')
+@click.option("--rootless", default="auto", show_default=True,
+              help="ignore cgroup permission errors ('true', 'false', or 'auto')")
+@click.option("--kata-config", metavar="PATH", default=None,
+              help="Kata configuration file (default: the standard search path)")
+@click.option("--version", "-v", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="print the version")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, log_file: str, log_format: str, root: str, criu: str,
+        systemd_cgroup: bool, rootless: str, kata_config: str | None) -> int | None:
+    """kata-runtime - Open Container Initiative runtime that runs each container in a
+    lightweight QEMU virtual machine (Kata Containers 1.x).
+
+    A drop-in replacement for runc: the same commands, flags and output.
+    """
+    global _log_target
+    _log_target = LogTarget(log_file or None)  # text until the format is known to be valid
+    target = LogTarget(log_file or None, log_format)  # raises on a bad --log-format
+    _log_target = target
+    setup_logging(target, debug)
+    ctx.obj = CliState(root=root, kata_config=kata_config, debug=debug,
+                       systemd_cgroup=systemd_cgroup, log=target)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        return 0
+    return None
+
+
+def _unknown_command(e: click.UsageError) -> str | None:
+    """The name of the unknown command ``e`` is about, if it is about one (click >= 8.4 has
+    NoSuchCommand; older ones raise a plain UsageError "No such command 'x'.")."""
+    name = getattr(e, "command_name", None)
+    if isinstance(name, str):
+        return name
+    if e.message.startswith("No such command") and "'" in e.message:
+        return e.message.split("'")[1]
+    return None
+
+
+def _usage_message(e: click.UsageError) -> str:
+    if isinstance(e, click.NoSuchOption):
+        return f"flag provided but not defined: -{e.option_name.lstrip('-')}"
+    name = _unknown_command(e)
+    if name is not None:
+        return f"No help topic for '{name}'"
+    return e.format_message()
+
+
+def _report(msg: str, code: int) -> int:
+    """Write the error line to stderr and the log; return the exit status."""
+    sys.stderr.write(f"{PROG}: {msg}\n")
+    sys.stderr.flush()
+    target = _log_target
+    if target is not None and target.is_file:
+        try:
+            target.write("error", msg)
+        except (KataError, OSError):
+            pass
+    return code
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status (never raises, never prints a traceback)."""
+    global _log_target
+    _log_target = None
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv: Any = cli.main(args=args, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as e:
+        code = 3 if _unknown_command(e) is not None else 1
+        return _report(_usage_message(e), code)
+    except click.ClickException as e:
+        return _report(e.format_message(), e.exit_code or 1)
+    except click.Abort:
+        return _report("interrupted", 130)
+    except KataError as e:
+        return _report(str(e), e.exit_code)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug: one line for the user, the traceback to the log with --debug
+        msg = f"internal error: {type(e).__name__}: {e}"
+        if _log_target is not None and logging.getLogger("kata_runtime").isEnabledFor(logging.DEBUG):
+            logging.getLogger("kata_runtime.cli").debug("%s\n%s", msg, traceback.format_exc().rstrip())
+        return _report(msg, 1)
+    finally:
+        logging.shutdown()
+    if isinstance(rv, bool) or not isinstance(rv, int):
+        return 0
+    return rv
+
+
+def main() -> None:
+    """Console-script entry point of ``kata-runtime``."""
+    sys.exit(run_cli())
+
+if __name__ == "__main__":
+    main()

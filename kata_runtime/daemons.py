@@ -1,0 +1,125 @@
+"""Starting and stopping the long-lived helper processes: kata-proxy and kata-shim.
+
+Both are run as ``python -S <package>/bin/kata-{proxy,shim}``: no site packages, so their resident
+memory stays at a few megabytes. Each reports readiness over a pipe before the runtime goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kata_runtime.errors import ProxyError, ShimError
+from kata_runtime.store import ProcRef
+
+BIN_DIR = Path(__file__).resolve().parent / "bin"
+
+
+def _program(name: str, configured: str) -> list[str]:
+    if configured:
+        return [configured]
+    return [sys.executable, "-S", str(BIN_DIR / name)]
+
+
+def _wait_ready(rfd: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """Read the child's readiness byte; returns "" when ready, else its message."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(rfd, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            return f"not ready within {timeout:g}s"
+    data = os.read(rfd, 4096)
+    if data[:1] == b"1":
+        return ""
+    if data[:1] == b"E":
+        return data[1:].decode(errors="replace")
+    proc.poll()
+    return f"exited with status {proc.returncode}" if proc.returncode is not None else "closed its ready pipe"
+
+
+def start_proxy(sandbox: str, channel: Path, listen: Path, log: Path, configured: str = "") -> ProcRef:
+    """Start kata-proxy for a sandbox; returns once it owns the channel and listens."""
+    rfd, wfd = os.pipe()
+    argv = _program("kata-proxy", configured) + [
+        "--sandbox", sandbox, "--channel", str(channel), "--listen", str(listen), "--ready-fd", str(wfd)]
+    try:
+        with open(log, "ab") as logf:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(wfd,),
+                                    start_new_session=True, cwd="/")
+        os.close(wfd)
+        wfd = -1
+        problem = _wait_ready(rfd, proc, 10.0)
+    except OSError as e:
+        raise ProxyError(f"cannot start kata-proxy: {e}", container=sandbox, step="create") from None
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    if problem:
+        kill(ProcRef.of(proc.pid))
+        detail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        raise ProxyError(f"kata-proxy {problem}{': ' + detail[0] if detail else ''}", container=sandbox,
+                         step="create")
+    return ProcRef.of(proc.pid)
+
+
+def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool, tty: bool = False,
+               configured: str = "", step: str = "create") -> subprocess.Popen[bytes]:
+    """Start the kata-shim of one process; it keeps this process's stdio (the container's).
+
+    Detached, it gets its own session and outlives us; otherwise it is our child in our process
+    group (so a terminal's ^C reaches it). Returns once it is attached to the process."""
+    rfd, wfd = os.pipe()
+    argv = _program("kata-shim", configured) + [
+        "--container", container, "--exec", exec_id, "--proxy", str(proxy_socket), "--ready-fd", str(wfd),
+        "--tty", "1" if tty else "0"]
+    try:
+        proc = subprocess.Popen(argv, pass_fds=(wfd,), start_new_session=detach, cwd="/")
+        os.close(wfd)
+        wfd = -1
+        problem = _wait_ready(rfd, proc, 30.0)
+    except OSError as e:
+        raise ShimError(f"cannot start kata-shim: {e}", container=container, step=step) from None
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    if problem:
+        kill(ProcRef.of(proc.pid), graceful=False)
+        proc.wait()
+        raise ShimError(problem.removeprefix("kata-shim: "), container=container, step=step)
+    return proc
+
+
+def kill(ref: ProcRef | None, timeout: float = 2.0, graceful: bool = True) -> None:
+    """SIGTERM, then SIGKILL, a process of ours that may still run; returns when it is gone.
+
+    ``graceful=False`` goes straight to SIGKILL: a kata-shim forwards SIGTERM to its workload."""
+    if ref is None or not ref.alive():
+        return
+    steps = ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)) if graceful else ((signal.SIGKILL, 5.0),)
+    for sig, wait in steps:
+        try:
+            os.kill(ref.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while ref.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not ref.alive():
+            return
+
+
+def wait_gone(ref: ProcRef | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` for a process to end by itself."""
+    deadline = time.monotonic() + timeout
+    while ref is not None and ref.alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

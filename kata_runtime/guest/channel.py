@@ -1,0 +1,400 @@
+"""The guest end of the agent channel: demultiplexes mux streams (see ``protocol.mux``).
+
+A stream whose first bytes are an HTTP/2 preface is bridged to the agent's gRPC server on a local
+unix socket; one that starts with ``shimproto.HELLO_MAGIC`` is a kata-shim attaching to a process.
+Everything runs in one selector thread; other threads hand it work with :meth:`call_soon`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from kata_runtime.guest.containers import AgentFailure, Containers, Process
+from kata_runtime.protocol import mux, shimproto
+
+log = logging.getLogger("kata-agent")
+READ_SIZE = 256 * 1024
+GRPC_PREFACE = b"PRI "
+
+
+class Stream:
+    """One mux stream; becomes a gRPC bridge or a shim session after its first bytes."""
+
+    def __init__(self, server: ChannelServer, sid: int) -> None:
+        self.server = server
+        self.sid = sid
+        self.pending = bytearray()
+        self.kind = ""  # "" until known, "grpc", "shim"
+        # gRPC bridge
+        self.sock: socket.socket | None = None
+        self.sock_out = bytearray()
+        # shim session
+        self.decoder = shimproto.Decoder()
+        self.proc: Process | None = None
+        self.stdin_buf = bytearray()
+        self.stdin_eof = False
+        self.open_outputs: set[int] = set()
+        self.exit_sent = False
+
+    def send(self, data: bytes) -> None:
+        self.server.send_frame(mux.encode_data(self.sid, data))
+
+    def send_msg(self, mtype: int, payload: bytes = b"") -> None:
+        self.send(shimproto.encode(mtype, payload))
+
+
+class ChannelServer:
+    """Selector loop over the channel fd, gRPC bridge sockets and process stdio pipes."""
+
+    def __init__(self, channel_fd: int, grpc_path: str, containers: Containers) -> None:
+        self.fd = channel_fd
+        os.set_blocking(channel_fd, False)
+        self.grpc_path = grpc_path
+        self.containers = containers
+        self.sel = selectors.DefaultSelector()
+        self.decoder = mux.Decoder()
+        self.streams: dict[int, Stream] = {}
+        self.out = bytearray()
+        self._calls: deque[Callable[[], None]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.sel.register(self.fd, selectors.EVENT_READ, ("channel", None))
+        self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+
+    # -- thread-safe entry -------------------------------------------------------------------
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self._calls.append(fn)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def process_exited(self, proc: Process) -> None:
+        """From the reaper thread: a process ended; its shim gets EXIT once output is drained."""
+        self.call_soon(lambda: self._maybe_exit(proc))
+
+    def forget(self, procs: list[Process]) -> None:
+        """From a gRPC thread: these processes are gone with their container."""
+        def drop() -> None:
+            for p in procs:
+                st: Stream | None = p.session
+                if st is not None:
+                    self._detach(st)
+                    self._close_stream(st, notify=True)
+                p.close_fds()
+        self.call_soon(drop)
+
+    # -- channel output ----------------------------------------------------------------------
+    def send_frame(self, data: bytes) -> None:
+        if not self.out:
+            try:
+                n = os.write(self.fd, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                log.error("agent channel write failed: %s", e)
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+            self.sel.modify(self.fd, selectors.EVENT_READ | selectors.EVENT_WRITE, ("channel", None))
+        self.out += data
+
+    def _flush_channel(self) -> None:
+        try:
+            n = os.write(self.fd, self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        del self.out[:n]
+        if not self.out:
+            self.sel.modify(self.fd, selectors.EVENT_READ, ("channel", None))
+
+    def _channel_readable(self) -> None:
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # host end not connected yet
+                return
+            raise
+        if not data:
+            # virtio-serial reads EOF (and polls HUP) while no host end is connected; the next
+            # proxy sends RESET. Do not spin meanwhile.
+            time.sleep(0.05)
+            return
+        for ftype, sid, payload in self.decoder.feed(data):
+            if ftype == mux.OPEN:
+                self.streams[sid] = Stream(self, sid)
+            elif ftype == mux.DATA:
+                st = self.streams.get(sid)
+                if st is not None:
+                    self._stream_data(st, payload)
+            elif ftype == mux.CLOSE:
+                st = self.streams.get(sid)
+                if st is not None:
+                    self._close_stream(st, notify=False)
+            elif ftype == mux.RESET:
+                for st in list(self.streams.values()):
+                    self._close_stream(st, notify=False)
+                self.out.clear()
+
+    # -- streams ------------------------------------------------------------------------------
+    def _stream_data(self, st: Stream, data: bytes) -> None:
+        if not st.kind:
+            st.pending += data
+            if len(st.pending) < 4:
+                return
+            head = bytes(st.pending[:4])
+            data = bytes(st.pending)
+            st.pending.clear()
+            if head == GRPC_PREFACE:
+                st.kind = "grpc"
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(self.grpc_path)
+                except OSError as e:
+                    log.error("cannot reach the gRPC server: %s", e)
+                    sock.close()
+                    self._close_stream(st, notify=True)
+                    return
+                sock.setblocking(False)
+                st.sock = sock
+                self.sel.register(sock, selectors.EVENT_READ, ("grpc", st))
+            elif head == shimproto.HELLO_MAGIC:
+                st.kind = "shim"
+                data = data[4:]
+            else:
+                log.error("stream %d: unknown protocol %r", st.sid, head)
+                self._close_stream(st, notify=True)
+                return
+        if st.kind == "grpc":
+            self._bridge_write(st, data)
+        else:
+            for mtype, payload in st.decoder.feed(data):
+                self._shim_message(st, mtype, payload)
+
+    def _close_stream(self, st: Stream, notify: bool) -> None:
+        if self.streams.pop(st.sid, None) is None:
+            return
+        if st.sock is not None:
+            self.sel.unregister(st.sock)
+            st.sock.close()
+            st.sock = None
+        if st.proc is not None:
+            self._detach(st)
+        if notify:
+            self.send_frame(mux.encode(mux.CLOSE, st.sid))
+
+    # -- gRPC bridge -------------------------------------------------------------------------
+    def _bridge_write(self, st: Stream, data: bytes) -> None:
+        assert st.sock is not None
+        if not st.sock_out:
+            try:
+                n = st.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self._close_stream(st, notify=True)
+                return
+            data = data[n:]
+            if not data:
+                return
+            self.sel.modify(st.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, ("grpc", st))
+        st.sock_out += data
+
+    def _bridge_event(self, st: Stream, events: int) -> None:
+        assert st.sock is not None
+        if events & selectors.EVENT_WRITE:
+            try:
+                n = st.sock.send(st.sock_out)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self._close_stream(st, notify=True)
+                return
+            del st.sock_out[:n]
+            if not st.sock_out:
+                self.sel.modify(st.sock, selectors.EVENT_READ, ("grpc", st))
+        if events & selectors.EVENT_READ and st.sock is not None:
+            try:
+                data = st.sock.recv(READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_stream(st, notify=True)
+                return
+            st.send(data)
+
+    # -- shim sessions -----------------------------------------------------------------------
+    def _shim_message(self, st: Stream, mtype: int, payload: bytes) -> None:
+        if mtype == shimproto.HELLO:
+            try:
+                cid, exec_id, _tty = shimproto.parse_hello(payload)
+                proc = self.containers.process(cid, exec_id)
+            except (ValueError, AgentFailure) as e:
+                st.send_msg(shimproto.ERROR, str(e).encode())
+                self._close_stream(st, notify=True)
+                return
+            old: Stream | None = proc.session
+            if old is not None:  # a new shim takes over (the old one died)
+                self._detach(old)
+                self._close_stream(old, notify=True)
+            st.proc = proc
+            proc.session = st
+            st.send_msg(shimproto.READY)
+            for fd in (proc.stdout_fd, proc.stderr_fd):
+                if fd is not None:
+                    st.open_outputs.add(fd)
+                    self.sel.register(fd, selectors.EVENT_READ, ("out", st))
+            self._maybe_exit(proc)
+            return
+        proc = st.proc
+        if proc is None:
+            return
+        if mtype == shimproto.STDIN:
+            if not st.stdin_eof:
+                self._stdin_write(st, payload)
+        elif mtype == shimproto.STDIN_EOF:
+            st.stdin_eof = True
+            if not st.stdin_buf:
+                self._close_stdin(st)
+        elif mtype == shimproto.SIGNAL:
+            signo = shimproto.parse_u32(payload)
+            if not proc.exited.is_set():
+                try:
+                    os.kill(proc.pid, signo)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        elif mtype == shimproto.RESIZE:
+            pass  # terminals come with the tty work
+
+    def _detach(self, st: Stream) -> None:
+        proc = st.proc
+        if proc is None:
+            return
+        for fd in list(st.open_outputs):
+            self.sel.unregister(fd)
+        st.open_outputs.clear()
+        if proc.stdin_fd is not None and st.stdin_buf:
+            try:
+                self.sel.unregister(proc.stdin_fd)
+            except (KeyError, ValueError):
+                pass
+        st.proc = None
+        if proc.session is st:
+            proc.session = None
+
+    def _stdin_write(self, st: Stream, data: bytes) -> None:
+        proc = st.proc
+        if proc is None or proc.stdin_fd is None:
+            return
+        if not st.stdin_buf:
+            try:
+                n = os.write(proc.stdin_fd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError:  # the process closed its stdin
+                return
+            data = data[n:]
+            if not data:
+                return
+            self.sel.register(proc.stdin_fd, selectors.EVENT_WRITE, ("in", st))
+        st.stdin_buf += data
+
+    def _stdin_writable(self, st: Stream) -> None:
+        proc = st.proc
+        if proc is None or proc.stdin_fd is None:
+            return
+        try:
+            n = os.write(proc.stdin_fd, st.stdin_buf)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = len(st.stdin_buf)
+        del st.stdin_buf[:n]
+        if not st.stdin_buf:
+            self.sel.unregister(proc.stdin_fd)
+            if st.stdin_eof:
+                self._close_stdin(st)
+
+    def _close_stdin(self, st: Stream) -> None:
+        proc = st.proc
+        if proc is not None and proc.stdin_fd is not None and not proc.tty:
+            os.close(proc.stdin_fd)
+            proc.stdin_fd = None
+
+    def _output_readable(self, st: Stream, fd: int) -> None:
+        proc = st.proc
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""  # EIO from a pty whose slave side is gone
+        if data:
+            st.send_msg(shimproto.STDERR if proc is not None and fd == proc.stderr_fd else shimproto.STDOUT, data)
+            return
+        self.sel.unregister(fd)
+        st.open_outputs.discard(fd)
+        if proc is not None:
+            if fd == proc.stdout_fd:
+                proc.stdout_fd = None
+            if fd == proc.stderr_fd:
+                proc.stderr_fd = None
+            os.close(fd)
+            self._maybe_exit(proc)
+
+    def _maybe_exit(self, proc: Process) -> None:
+        st: Stream | None = proc.session
+        if st is None or st.exit_sent or proc.status is None:
+            return
+        if proc.stdout_fd is not None or proc.stderr_fd is not None:
+            return  # output still to drain; EOF will call back here
+        st.exit_sent = True
+        st.send(shimproto.exit_msg(proc.status))
+
+    # -- loop ---------------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        while True:
+            for key, events in self.sel.select():
+                kind, st = key.data
+                try:
+                    if kind == "channel":
+                        if events & selectors.EVENT_WRITE:
+                            self._flush_channel()
+                        if events & selectors.EVENT_READ:
+                            self._channel_readable()
+                    elif kind == "wake":
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        while self._calls:
+                            self._calls.popleft()()
+                    elif kind == "grpc":
+                        if st.sock is not None:
+                            self._bridge_event(st, events)
+                    elif kind == "out":
+                        self._output_readable(st, key.fd)
+                    elif kind == "in":
+                        self._stdin_writable(st)
+                except Exception:  # one bad stream must not take the agent down
+                    log.exception("channel loop error (%s)", kind)
+
+
+def run_in_thread(server: ChannelServer) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, name="channel", daemon=True)
+    t.start()
+    return t

@@ -1,0 +1,298 @@
+"""Containers and processes in the guest, made with the guest image's runc.
+
+The agent keeps one :class:`Process` per container init and per exec. Its stdio are pipes whose
+far ends the process holds; the channel loop reads and writes them while a kata-shim is attached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kata_runtime.guest.reaper import Reaper
+
+log = logging.getLogger("kata-agent")
+
+RUNC = "/usr/bin/runc"
+RUNC_ROOT = "/run/runc"
+CONTAINERS_DIR = Path("/run/kata-containers")
+SHARED_DIR = CONTAINERS_DIR / "shared" / "containers"
+KERNEL_FS_TYPES = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "devtmpfs"}
+
+
+class AgentFailure(Exception):
+    """An operation failed; the message is what the runtime shows the user."""
+
+
+@dataclass
+class Process:
+    """One process the agent started (a container's init or an exec)."""
+
+    container_id: str
+    exec_id: str
+    pid: int
+    tty: bool = False
+    stdin_fd: int | None = None  # agent's write end (or the pty master)
+    stdout_fd: int | None = None  # agent's read end (or the pty master)
+    stderr_fd: int | None = None
+    status: int | None = None
+    exited: threading.Event = field(default_factory=threading.Event)
+    session: Any = None  # the attached shim session; owned by the channel loop
+
+    def close_fds(self) -> None:
+        for name in ("stdin_fd", "stdout_fd", "stderr_fd"):
+            fd = getattr(self, name)
+            if fd is not None and (name == "stdin_fd" or fd != self.stdin_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            setattr(self, name, None)
+
+
+@dataclass
+class Container:
+    id: str
+    bundle: Path
+    init: Process
+    processes: dict[str, Process] = field(default_factory=dict)
+    status: str = "created"
+
+
+def rewrite_spec(spec: dict[str, Any], rootfs: str) -> dict[str, Any]:
+    """Adapt a host bundle's spec to the guest: rootfs path, namespaces, host-only settings.
+
+    The container shares the VM's network namespace (the VM is the sandbox); namespace paths name
+    host files; labels and AppArmor profiles mean nothing in the guest; bind mounts whose source is
+    not in the guest are dropped (sharing host volumes comes with the volumes work)."""
+    spec = json.loads(json.dumps(spec))
+    spec.setdefault("root", {})["path"] = rootfs
+    linux = spec.setdefault("linux", {})
+    namespaces = []
+    for ns in linux.get("namespaces", []):
+        if ns.get("type") == "network":
+            continue
+        ns = {k: v for k, v in ns.items() if k != "path"}
+        namespaces.append(ns)
+    linux["namespaces"] = namespaces
+    for key in ("mountLabel",):
+        linux.pop(key, None)
+    cgroups_path = linux.get("cgroupsPath", "")
+    if ":" in cgroups_path or not cgroups_path:
+        linux["cgroupsPath"] = "/kata/" + spec.get("_kata_id", "c")
+    spec.pop("_kata_id", None)
+    proc = spec.get("process", {})
+    for key in ("apparmorProfile", "selinuxLabel"):
+        proc.pop(key, None)
+    spec.pop("hooks", None)
+    mounts = []
+    for m in spec.get("mounts", []):
+        if m.get("type") in KERNEL_FS_TYPES or os.path.exists(m.get("source", "")):
+            mounts.append(m)
+        else:
+            log.info("dropping mount %s: source %s is not in the guest", m.get("destination"), m.get("source"))
+    spec["mounts"] = mounts
+    return spec
+
+
+class Containers:
+    """The agent's containers, created and driven with runc."""
+
+    def __init__(self, reaper: Reaper, on_exit: Callable[[Process], None]) -> None:
+        self.reaper = reaper
+        self._on_exit = on_exit  # called from the reaper thread when a process exits
+        self._lock = threading.Lock()
+        self.containers: dict[str, Container] = {}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _runc(self, *args: str, what: str, log_file: Path | None = None) -> None:
+        argv = [RUNC, "--root", RUNC_ROOT]
+        if log_file is not None:
+            argv += ["--log", str(log_file), "--log-format", "json"]
+        status, out, err = self.reaper.run(argv + list(args))
+        if status != 0:
+            raise AgentFailure(f"{what}: {_runc_error(err, log_file) or out.decode(errors='replace').strip()}")
+
+    def get(self, cid: str) -> Container:
+        with self._lock:
+            c = self.containers.get(cid)
+        if c is None:
+            raise AgentFailure(f"container {cid} does not exist in the sandbox")
+        return c
+
+    def process(self, cid: str, exec_id: str) -> Process:
+        c = self.get(cid)
+        if not exec_id or exec_id == cid:
+            return c.init
+        p = c.processes.get(exec_id)
+        if p is None:
+            raise AgentFailure(f"container {cid} has no process {exec_id}")
+        return p
+
+    def _watch(self, proc: Process) -> None:
+        def exited(_pid: int, status: int) -> None:
+            proc.status = status
+            proc.exited.set()
+            self._on_exit(proc)
+
+        self.reaper.on_exit(proc.pid, exited)
+
+    def _start_process(self, argv: list[str], cid: str, exec_id: str, workdir: Path, tty: bool,
+                       what: str) -> Process:
+        """Run ``runc create``/``runc exec --detach`` with fresh stdio pipes and watch the result."""
+        if tty:
+            raise AgentFailure(f"{what}: terminals are not supported yet")
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        log_file = workdir / f"runc-{exec_id}.log"
+        pid_file = workdir / f"{exec_id}.pid"
+        try:
+            runc = self.reaper.spawn([RUNC, "--root", RUNC_ROOT, "--log", str(log_file), "--log-format", "json",
+                                      *argv, "--pid-file", str(pid_file), cid],
+                                     stdin=in_r, stdout=out_w, stderr=err_w, close_fds=True)
+            done = threading.Event()
+            result: list[int] = []
+            self.reaper.on_exit(runc.pid, lambda _p, s: (result.append(s), done.set()))
+            done.wait()
+        finally:
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        if result[0] != 0:
+            msg = _runc_error(b"", log_file) or _drain(err_r) or f"runc exited {result[0]}"
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise AgentFailure(f"{what}: {msg}")
+        pid = int(pid_file.read_text().strip())
+        for fd in (in_w, out_r, err_r):
+            os.set_blocking(fd, False)
+        proc = Process(cid, exec_id, pid, False, in_w, out_r, err_r)
+        self._watch(proc)
+        return proc
+
+    # -- operations ---------------------------------------------------------------------------
+    def create(self, cid: str, spec: dict[str, Any], rootfs: str, no_pivot: bool) -> None:
+        with self._lock:
+            if cid in self.containers:
+                raise AgentFailure(f"container {cid} already exists in the sandbox")
+        bundle = CONTAINERS_DIR / cid
+        bundle.mkdir(parents=True, exist_ok=True)
+        spec["_kata_id"] = cid
+        guest_spec = rewrite_spec(spec, rootfs)
+        (bundle / "config.json").write_text(json.dumps(guest_spec))
+        tty = bool(guest_spec.get("process", {}).get("terminal"))
+        argv = ["create", "--bundle", str(bundle)] + (["--no-pivot"] if no_pivot else [])
+        try:
+            init = self._start_process(argv, cid, cid, bundle, tty, f"create container {cid}")
+        except AgentFailure:
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise
+        with self._lock:
+            self.containers[cid] = Container(cid, bundle, init)
+
+    def start(self, cid: str) -> None:
+        c = self.get(cid)
+        self._runc("start", cid, what=f"start container {cid}")
+        c.status = "running"
+
+    def exec(self, cid: str, exec_id: str, process: dict[str, Any]) -> None:
+        c = self.get(cid)
+        if exec_id in c.processes or exec_id == cid:
+            raise AgentFailure(f"container {cid} already has a process {exec_id}")
+        path = c.bundle / f"exec-{exec_id}.json"
+        path.write_text(json.dumps(process))
+        tty = bool(process.get("terminal"))
+        proc = self._start_process(["exec", "--detach", "--process", str(path)], cid, exec_id, c.bundle, tty,
+                                   f"exec in container {cid}")
+        c.processes[exec_id] = proc
+
+    def signal(self, cid: str, exec_id: str, signo: int, all_processes: bool) -> None:
+        c = self.get(cid)
+        if all_processes:
+            self._runc("kill", "--all", cid, str(signo), what=f"kill container {cid}")
+            return
+        proc = self.process(cid, exec_id)
+        if proc.exited.is_set():
+            return
+        if proc is c.init and c.status == "created":
+            # still "runc init" waiting for start: runc knows how to kill it
+            self._runc("kill", cid, str(signo), what=f"kill container {cid}")
+            return
+        try:
+            os.kill(proc.pid, signo)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, cid: str, exec_id: str) -> int:
+        proc = self.process(cid, exec_id)
+        proc.exited.wait()
+        assert proc.status is not None
+        return proc.status
+
+    def pause(self, cid: str) -> None:
+        self.get(cid)
+        self._runc("pause", cid, what=f"pause container {cid}")
+
+    def resume(self, cid: str) -> None:
+        self.get(cid)
+        self._runc("resume", cid, what=f"resume container {cid}")
+
+    def ps(self, cid: str) -> list[int]:
+        """Guest pids of the container's processes."""
+        self.get(cid)
+        status, out, err = self.reaper.run([RUNC, "--root", RUNC_ROOT, "ps", "--format", "json", cid])
+        if status != 0:
+            raise AgentFailure(f"ps container {cid}: {err.decode(errors='replace').strip()}")
+        return list(json.loads(out or b"[]") or [])
+
+    def remove(self, cid: str) -> list[Process]:
+        """Delete the container (killing what still runs); returns its processes for the loop."""
+        c = self.get(cid)
+        status, _out, err = self.reaper.run([RUNC, "--root", RUNC_ROOT, "delete", "--force", cid])
+        if status != 0 and b"does not exist" not in err:
+            raise AgentFailure(f"remove container {cid}: {err.decode(errors='replace').strip()}")
+        with self._lock:
+            self.containers.pop(cid, None)
+        shutil.rmtree(c.bundle, ignore_errors=True)
+        return [c.init, *c.processes.values()]
+
+    def remove_all(self) -> list[Process]:
+        procs: list[Process] = []
+        for cid in list(self.containers):
+            try:
+                procs += self.remove(cid)
+            except AgentFailure as e:
+                log.warning("%s", e)
+        return procs
+
+
+def _drain(fd: int) -> str:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 65536).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _runc_error(stderr: bytes, log_file: Path | None) -> str:
+    """The last error runc logged (JSON log), else its stderr."""
+    msg = ""
+    if log_file is not None:
+        try:
+            for line in log_file.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal"):
+                    msg = str(entry.get("msg", ""))
+        except OSError:
+            pass
+    return msg or stderr.decode(errors="replace").strip()

@@ -1,0 +1,149 @@
+"""The agent's gRPC service (``AgentService`` of protocol/proto/agent.proto)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from kata_runtime import __version__
+from kata_runtime.guest.channel import ChannelServer
+from kata_runtime.guest.containers import SHARED_DIR, AgentFailure, Containers
+from kata_runtime.protocol.generated import agent_pb2 as pb
+from kata_runtime.protocol.generated import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger("kata-agent")
+T = TypeVar("T")
+
+
+def _mount(source: str, target: str, fstype: str, options: list[str]) -> None:
+    os.makedirs(target, exist_ok=True)
+    argv = ["/bin/mount", "-t", fstype]
+    if options:
+        argv += ["-o", ",".join(options)]
+    res = subprocess.run(argv + [source, target], capture_output=True)
+    if res.returncode != 0:
+        raise AgentFailure(f"mount {source} on {target}: {res.stderr.decode(errors='replace').strip()}")
+
+
+class AgentService(pb_grpc.AgentServiceServicer):
+    def __init__(self, containers: Containers, channel: ChannelServer) -> None:
+        self.containers = containers
+        self.channel = channel
+        self.sandbox_id = ""
+
+    @staticmethod
+    def _call(context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+        """Run an operation; AgentFailure becomes a gRPC error the runtime shows the user."""
+        try:
+            return fn()
+        except AgentFailure as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except Exception as e:  # a bug: say what, keep serving
+            log.exception("internal error")
+            context.abort(grpc.StatusCode.INTERNAL, f"agent internal error: {type(e).__name__}: {e}")
+        raise AssertionError("unreachable")
+
+    # -- sandbox --------------------------------------------------------------------------------
+    def CreateSandbox(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            self.sandbox_id = request.sandbox_id
+            if request.hostname:
+                socket.sethostname(request.hostname)
+            for st in request.storages:
+                _mount(st.source, st.mount_point, st.fstype, list(st.options))
+            return pb.Empty()
+        return self._call(context, do)
+
+    def DestroySandbox(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            self.channel.forget(self.containers.remove_all())
+            os.sync()
+            return pb.Empty()
+        return self._call(context, do)
+
+    def SetGuestDateTime(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            time.clock_settime(time.CLOCK_REALTIME, request.sec + request.usec / 1e6)
+            return pb.Empty()
+        return self._call(context, do)
+
+    def ReseedRandomDev(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            with open("/dev/urandom", "wb") as f:
+                f.write(request.data)
+            return pb.Empty()
+        return self._call(context, do)
+
+    def OnlineCPUMem(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            for entry in os.listdir("/sys/devices/system/cpu"):
+                online = f"/sys/devices/system/cpu/{entry}/online"
+                if entry.startswith("cpu") and entry[3:].isdigit() and os.path.exists(online):
+                    with open(online, "w") as f:
+                        f.write("1")
+            return pb.Empty()
+        return self._call(context, do)
+
+    # -- containers -------------------------------------------------------------------------------
+    def CreateContainer(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            for st in request.storages:
+                _mount(st.source, st.mount_point, st.fstype, list(st.options))
+            spec = json.loads(request.oci_spec_json)
+            rootfs = request.rootfs_guest_path or str(SHARED_DIR / request.container_id / "rootfs")
+            self.containers.create(request.container_id, spec, rootfs, request.no_pivot)
+            return pb.Empty()
+        return self._call(context, do)
+
+    def StartContainer(self, request: Any, context: Any) -> Any:
+        return self._call(context, lambda: (self.containers.start(request.container_id), pb.Empty())[1])
+
+    def RemoveContainer(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            self.channel.forget(self.containers.remove(request.container_id))
+            return pb.Empty()
+        return self._call(context, do)
+
+    def ExecProcess(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            self.containers.exec(request.container_id, request.exec_id, json.loads(request.process_json))
+            return pb.Empty()
+        return self._call(context, do)
+
+    def SignalProcess(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            self.containers.signal(request.container_id, request.exec_id, request.signal, request.all)
+            return pb.Empty()
+        return self._call(context, do)
+
+    def WaitProcess(self, request: Any, context: Any) -> Any:
+        return self._call(context, lambda: pb.WaitProcessResponse(
+            status=self.containers.wait(request.container_id, request.exec_id)))
+
+    def ListProcesses(self, request: Any, context: Any) -> Any:
+        return self._call(context, lambda: pb.ListProcessesResponse(
+            process_list=json.dumps(self.containers.ps(request.container_id)).encode()))
+
+    def PauseContainer(self, request: Any, context: Any) -> Any:
+        return self._call(context, lambda: (self.containers.pause(request.container_id), pb.Empty())[1])
+
+    def ResumeContainer(self, request: Any, context: Any) -> Any:
+        return self._call(context, lambda: (self.containers.resume(request.container_id), pb.Empty())[1])
+
+    # -- health -------------------------------------------------------------------------------------
+    def Check(self, request: Any, context: Any) -> Any:
+        return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)
+
+    def Version(self, request: Any, context: Any) -> Any:
+        return pb.VersionCheckResponse(grpc_version=grpc.__version__, agent_version=__version__,
+                                       kernel_release=platform.release())
+

@@ -1,0 +1,235 @@
+"""kata-proxy: owns the host end of a sandbox's agent channel and multiplexes it.
+
+Every connection accepted on the listening socket becomes one mux stream (see
+``kata_runtime.protocol.mux``); bytes are copied both ways without interpretation. When the channel
+closes (the VM is gone) every client is disconnected and the proxy exits.
+
+Started by kata-runtime as ``kata-proxy --channel SOCK --listen SOCK [--ready-fd N]``; it writes one
+byte to the ready fd once it listens and owns the channel, then detaches. Only the standard library
+and ``mux`` are imported: this process lives as long as the VM, on every sandbox.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+from kata_runtime.protocol import lightargs, mux
+
+READ_SIZE = 256 * 1024
+
+
+class Endpoint:
+    """A non-blocking socket with an output buffer."""
+
+    __slots__ = ("sock", "out", "closing", "stream")
+
+    def __init__(self, sock: socket.socket, stream: int = 0) -> None:
+        self.sock = sock
+        self.out = bytearray()
+        self.closing = False  # close once ``out`` is flushed
+        self.stream = stream
+
+
+class Proxy:
+    """The selector loop: one channel endpoint, one listener, many client endpoints."""
+
+    def __init__(self, channel: socket.socket, listener: socket.socket) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.channel = Endpoint(channel)
+        self.listener = listener
+        self.clients: dict[int, Endpoint] = {}
+        self.next_stream = 1
+        self.decoder = mux.Decoder()
+        self.running = True
+        for s in (channel, listener):
+            s.setblocking(False)
+        self.sel.register(channel, selectors.EVENT_READ, self.channel)
+        self.sel.register(listener, selectors.EVENT_READ, None)
+        # A previous proxy may have died mid-frame: tell the agent to start a new session.
+        self._send_channel(mux.encode(mux.RESET, 0))
+
+    # -- output buffering ---------------------------------------------------------------------
+    def _want_write(self, ep: Endpoint) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if ep.out else 0)
+        if ep.closing and ep is not self.channel:
+            events &= ~selectors.EVENT_READ
+            if not events:
+                events = selectors.EVENT_WRITE
+        self.sel.modify(ep.sock, events, ep)
+
+    def _send_channel(self, data: bytes) -> None:
+        self._send(self.channel, data)
+
+    def _send(self, ep: Endpoint, data: bytes) -> None:
+        if not ep.out:
+            try:
+                n = ep.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self._drop(ep)
+                return
+            data = data[n:]
+            if not data:
+                return
+        ep.out += data
+        self._want_write(ep)
+
+    def _flush(self, ep: Endpoint) -> None:
+        try:
+            n = ep.sock.send(ep.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(ep)
+            return
+        del ep.out[:n]
+        if not ep.out:
+            if ep.closing:
+                self._drop(ep, notify=False)
+                return
+            self._want_write(ep)
+
+    # -- clients ------------------------------------------------------------------------------
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            conn.setblocking(False)
+            stream = self.next_stream
+            self.next_stream += 1
+            ep = Endpoint(conn, stream)
+            self.clients[stream] = ep
+            self.sel.register(conn, selectors.EVENT_READ, ep)
+            self._send_channel(mux.encode(mux.OPEN, stream))
+
+    def _drop(self, ep: Endpoint, notify: bool = True) -> None:
+        """Forget a client; tell the agent unless the agent closed it."""
+        if ep is self.channel:
+            self.running = False
+            return
+        if self.clients.pop(ep.stream, None) is None:
+            return
+        try:
+            self.sel.unregister(ep.sock)
+        except (KeyError, ValueError):
+            pass
+        ep.sock.close()
+        if notify:
+            self._send_channel(mux.encode(mux.CLOSE, ep.stream))
+
+    def _client_readable(self, ep: Endpoint) -> None:
+        try:
+            data = ep.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(ep)
+            return
+        self._send_channel(mux.encode_data(ep.stream, data))
+
+    # -- channel ------------------------------------------------------------------------------
+    def _channel_readable(self) -> None:
+        try:
+            data = self.channel.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.running = False
+            return
+        for ftype, stream, payload in self.decoder.feed(data):
+            ep = self.clients.get(stream)
+            if ep is None:
+                continue
+            if ftype == mux.DATA:
+                self._send(ep, payload)
+            elif ftype == mux.CLOSE:
+                if ep.out:
+                    ep.closing = True
+                    self._want_write(ep)
+                else:
+                    self._drop(ep, notify=False)
+
+    def serve(self) -> None:
+        while self.running:
+            for key, events in self.sel.select():
+                ep = key.data
+                if ep is None:
+                    self._accept()
+                    continue
+                if events & selectors.EVENT_WRITE:
+                    self._flush(ep)
+                if events & selectors.EVENT_READ:
+                    if ep is self.channel:
+                        self._channel_readable()
+                    elif ep.stream in self.clients:
+                        self._client_readable(ep)
+        for ep in list(self.clients.values()):
+            self._drop(ep, notify=False)
+
+
+def _connect_channel(path: str, timeout: float) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return s
+        except OSError as e:
+            s.close()
+            if e.errno not in (errno.ENOENT, errno.ECONNREFUSED) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = lightargs.parse(sys.argv[1:] if argv is None else argv,
+                               {"channel": "", "listen": "", "ready-fd": "-1", "sandbox": "-"})
+    except ValueError as e:
+        print(f"kata-proxy: {e}", file=sys.stderr)
+        return 2
+    listen = args["listen"]
+    ready_fd = int(args["ready-fd"])
+    try:
+        channel = _connect_channel(args["channel"], 10.0)
+        try:
+            os.unlink(listen)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(listen)
+        listener.listen(128)
+    except OSError as e:
+        print(f"kata-proxy: sandbox {args['sandbox']}: {e}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    proxy = Proxy(channel, listener)
+    if ready_fd >= 0:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    try:
+        proxy.serve()
+    finally:
+        try:
+            os.unlink(listen)
+        except OSError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""A sandbox: one VM with its kata-proxy and guest agent, holding one or more containers.
+
+The sandbox owns every host resource of the VM: the QEMU process, the proxy, the 9p shared
+directory and the bind mounts in it. :meth:`Sandbox.destroy` removes all of them and is safe to
+call on a half-created or already dead sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from kata_runtime import daemons, mounts
+from kata_runtime.config import Config
+from kata_runtime.errors import AgentError, HypervisorError, KataError
+from kata_runtime.hypervisor.qemu import SHARED_FS_TAG, QemuVM
+from kata_runtime.store import SandboxRecord, SandboxStore
+
+log = logging.getLogger(__name__)
+
+HOST_SHARED_ROOT = Path("/run/kata-containers/shared/sandboxes")
+GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"
+
+
+def choose_accel(cfg: Config) -> tuple[str, str]:
+    """("kvm"|"tcg", why), from the configuration and what this host's KVM can really do."""
+    hv = cfg.hypervisor
+    if hv.accel == "tcg":
+        return "tcg", "configured"
+    try:
+        from kata_runtime.hypervisor.accel import choose_accel as probe
+    except ImportError:
+        return ("kvm", "configured") if hv.accel == "kvm" else ("tcg", "no KVM probe available")
+    return probe(hv.accel, hv.path, hv.kernel, hv.initrd)
+
+
+class Sandbox:
+    """Runtime view of one sandbox; ``rec`` is its persistent record."""
+
+    def __init__(self, store: SandboxStore, cfg: Config, rec: SandboxRecord) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.rec = rec
+        self._agent: Any = None
+
+    # -- parts ------------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.rec.id
+
+    @property
+    def proxy_socket(self) -> Path:
+        return self.store.proxy_socket(self.id)
+
+    @property
+    def shared_dir(self) -> Path:
+        return Path(self.rec.shared_dir) if self.rec.shared_dir else HOST_SHARED_ROOT / self.id
+
+    def vm(self) -> QemuVM:
+        return QemuVM(self.id, self.cfg.hypervisor, self.store.vm_dir(self.id), self.rec.accel or "tcg",
+                      self.shared_dir, self.rec.qemu)
+
+    def agent(self, container: str | None = None) -> Any:
+        """The gRPC client of this sandbox's agent (grpc is imported only by commands that talk)."""
+        if self._agent is None:
+            from kata_runtime.agent.grpc_client import GrpcAgentClient
+
+            self._agent = GrpcAgentClient(str(self.proxy_socket), container or self.id,
+                                          self.cfg.agent.request_timeout)
+        return self._agent
+
+    def vm_alive(self) -> bool:
+        return self.rec.qemu is not None and self.rec.qemu.alive()
+
+    def save(self) -> None:
+        self.store.save(self.rec)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def boot(self) -> None:
+        """Start QEMU and kata-proxy, wait for the agent and set the sandbox up in the guest.
+
+        Each resource is recorded (and saved) as soon as it exists, so that :meth:`destroy` finds
+        it whatever step fails."""
+        hv = self.cfg.hypervisor
+        self.rec.accel, why = choose_accel(self.cfg)
+        log.debug("sandbox %s: accelerator %s (%s)", self.id, self.rec.accel, why)
+        self.rec.shared_dir = str(HOST_SHARED_ROOT / self.id)
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
+        self.save()
+        vm = self.vm()
+        t0 = time.monotonic()
+        try:
+            vm.launch()
+        finally:
+            self.rec.qemu = vm.proc
+            self.save()
+        log.debug("sandbox %s: QEMU up in %.3fs", self.id, time.monotonic() - t0)
+        self.rec.proxy = daemons.start_proxy(self.id, vm.paths.channel, self.proxy_socket,
+                                             self.store.vm_dir(self.id) / "proxy.log", self.cfg.proxy_path)
+        self.save()
+        self._wait_agent(vm)
+        log.debug("sandbox %s: agent ready after %.3fs", self.id, time.monotonic() - t0)
+        self.agent().create_sandbox(self.id, self.id[:63], [{
+            "driver": "9p", "source": SHARED_FS_TAG, "fstype": "9p", "mount_point": GUEST_SHARED_DIR,
+            "options": ["trans=virtio", "version=9p2000.L", f"msize={hv.msize_9p}", "cache=mmap"]}])
+
+    def _wait_agent(self, vm: QemuVM) -> None:
+        """Poll the agent until it answers; fail fast if QEMU dies, else after dial_timeout."""
+        timeout = self.cfg.agent.dial_timeout
+        deadline = time.monotonic() + timeout
+        agent = self.agent()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tail = vm.console_tail()
+                raise AgentError(f"guest agent did not answer within {timeout:g}s (console: "
+                                 f"{vm.paths.console}{': ' + tail if tail else ''})", container=self.id,
+                                 step="create")
+            try:
+                agent.check(min(left, 1.0))
+                return
+            except AgentError:
+                if not vm.alive():
+                    tail = vm.console_tail()
+                    raise HypervisorError(f"the VM exited while booting (console {vm.paths.console}"
+                                          f"{': ' + tail if tail else ''})", container=self.id,
+                                          step="create") from None
+
+    def share_rootfs(self, cid: str, rootfs: Path, readonly: bool) -> tuple[str, str]:
+        """Bind the container's rootfs into the shared directory: (host mount, guest path)."""
+        target = self.shared_dir / cid / "rootfs"
+        try:
+            mounts.bind(str(rootfs), str(target), readonly=readonly)
+        except OSError as e:
+            raise KataError(f"cannot share rootfs {rootfs} with the VM: {e.strerror}", container=cid,
+                            step="create") from None
+        return str(target), f"{GUEST_SHARED_DIR}/{cid}/rootfs"
+
+    def destroy(self) -> None:
+        """Tear everything down; every step is attempted even when an earlier one fails."""
+        errors: list[str] = []
+        vm = self.vm()
+        if self._agent is not None or (vm.alive() and self.rec.proxy is not None and self.rec.proxy.alive()):
+            with contextlib.suppress(KataError):
+                self.agent().destroy_sandbox()
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
+        for c in self.rec.containers.values():
+            for ref in [c.shim, *(e.shim for e in c.execs.values())]:
+                daemons.kill(ref, graceful=False)
+        try:
+            vm.stop()
+        except HypervisorError as e:
+            errors.append(str(e))
+        daemons.kill(self.rec.proxy)
+        shared = str(self.shared_dir)
+        try:
+            for point in mounts.mounted_under(shared):
+                mounts.unmount(point)
+        except OSError as e:
+            errors.append(str(e))
+        _remove_empty_tree(Path(shared))
+        self.store.remove(self.id)
+        if errors:
+            raise KataError("; ".join(errors), container=self.id, step="delete")
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """Remove a directory tree of empty directories only: if a bind mount of a container's rootfs
+    is still there, its files must never be deleted through it."""
+    if not top.is_dir() or mounts.mounted_under(str(top)):
+        return
+    for dirpath, _dirs, _files in os.walk(top, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass

@@ -1,0 +1,1 @@
+"""kata-shim: the host process that stands for one container process (init or exec)."""

@@ -1,0 +1,224 @@
+"""kata-shim: stands on the host for one process in the guest.
+
+It is the pid that docker/containerd watch. It connects to the sandbox's kata-proxy, attaches to
+the process with the ``shimproto`` stream protocol, and then:
+
+- copies its stdin to the process and the process's stdout/stderr to its own stdout/stderr;
+- forwards every catchable signal it receives to the process (SIGWINCH becomes a terminal resize);
+- exits with the process's status (128+N when it was killed by signal N).
+
+If the VM goes away before the process's status is known, it exits 255.
+
+Invoked by kata-runtime as ``kata-shim --container ID --exec ID --proxy SOCK [--ready-fd N]
+[--tty 0|1]``. It imports only the standard library's smallest modules and ``shimproto``: its
+memory is paid once per container process on the node.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+
+from kata_runtime.protocol import lightargs, shimproto
+
+# Signals that are not forwarded: uncatchable, or the shim's own business.
+_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH}
+EXIT_LOST_VM = 255
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Blocking write of everything; False when the reader is gone."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            # the engine handed us a non-blocking pipe: wait until it drains
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_WRITE)
+                sel.select()
+            continue
+        except OSError:
+            return False
+        view = view[n:]
+    return True
+
+
+def _winsize(fd: int) -> tuple[int, int] | None:
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return None
+    return rows, cols
+
+
+class Shim:
+    def __init__(self, sock: socket.socket, tty: bool) -> None:
+        self.sock = sock
+        self.tty = tty
+        self.decoder = shimproto.Decoder()
+        self.sel = selectors.DefaultSelector()
+        self.stdin_open = True
+        self.status: int | None = None
+        self.out_ok = {1: True, 2: True}
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass  # the read side notices the lost connection
+
+    def attach(self, hello: bytes) -> list[shimproto.Message]:
+        """Send HELLO and wait for READY; return the messages that came with it.
+
+        Raises RuntimeError with the agent's reason on failure."""
+        self.sock.sendall(hello)
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError("the VM closed the connection while attaching")
+            msgs = self.decoder.feed(data)
+            for i, (mtype, payload) in enumerate(msgs):
+                if mtype == shimproto.READY:
+                    return msgs[i + 1:]
+                if mtype == shimproto.ERROR:
+                    raise RuntimeError(payload.decode(errors="replace"))
+
+    def _handle(self, mtype: int, payload: bytes) -> None:
+        if mtype in (shimproto.STDOUT, shimproto.STDERR):
+            fd = 1 if mtype == shimproto.STDOUT else 2
+            if self.out_ok[fd]:
+                self.out_ok[fd] = _write_all(fd, payload)
+        elif mtype == shimproto.EXIT:
+            self.status = shimproto.parse_i32(payload)
+        elif mtype == shimproto.ERROR:
+            sys.stderr.write(f"kata-shim: {payload.decode(errors='replace')}\n")
+
+    def _stdin_readable(self) -> None:
+        try:
+            data = os.read(0, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            data = b"" if e.errno != errno.EAGAIN else None  # type: ignore[assignment]
+            if data is None:
+                return
+        if data:
+            self._send(shimproto.encode(shimproto.STDIN, data))
+            return
+        self.stdin_open = False
+        self.sel.unregister(0)
+        self._send(shimproto.encode(shimproto.STDIN_EOF))
+
+    def _signals(self, rfd: int) -> None:
+        try:
+            data = os.read(rfd, 512)
+        except BlockingIOError:
+            return
+        for signo in data:
+            if signo == signal.SIGWINCH:
+                size = _winsize(0) if self.tty else None
+                if size:
+                    self._send(shimproto.resize_msg(*size))
+            else:
+                self._send(shimproto.signal_msg(signo))
+
+    def serve(self, pre_buffered: list[shimproto.Message]) -> int:
+        for mtype, payload in pre_buffered:
+            self._handle(mtype, payload)
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        for signo in signal.valid_signals():
+            if signo in _NOT_FORWARDED and signo != signal.SIGWINCH:
+                continue
+            try:
+                signal.signal(signo, lambda *_: None)
+            except (OSError, ValueError):
+                pass
+        self.sel.register(self.sock, selectors.EVENT_READ, "sock")
+        self.sel.register(rfd, selectors.EVENT_READ, "sig")
+        try:
+            self.sel.register(0, selectors.EVENT_READ, "stdin")
+        except (PermissionError, ValueError, OSError):
+            self._stdin_unselectable()
+        if self.tty:
+            size = _winsize(0)
+            if size:
+                self._send(shimproto.resize_msg(*size))
+        while self.status is None:
+            for key, _ in self.sel.select():
+                if key.data == "sock":
+                    try:
+                        data = self.sock.recv(262144)
+                    except InterruptedError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        sys.stderr.write("kata-shim: lost the connection to the VM\n")
+                        return EXIT_LOST_VM
+                    for mtype, payload in self.decoder.feed(data):
+                        self._handle(mtype, payload)
+                elif key.data == "stdin":
+                    self._stdin_readable()
+                else:
+                    self._signals(rfd)
+        return self.status
+
+    def _stdin_unselectable(self) -> None:
+        """stdin is a regular file (or closed): send all of it now, then EOF."""
+        while True:
+            try:
+                data = os.read(0, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self._send(shimproto.encode(shimproto.STDIN, data))
+        self.stdin_open = False
+        self._send(shimproto.encode(shimproto.STDIN_EOF))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = lightargs.parse(sys.argv[1:] if argv is None else argv,
+                               {"container": "", "exec": "", "proxy": "", "ready-fd": "-1", "tty": "0"})
+    except ValueError as e:
+        sys.stderr.write(f"kata-shim: {e}\n")
+        return 2
+    ready_fd = int(args["ready-fd"])
+    tty = args["tty"] == "1"
+    what = f"container {args['container']} process {args['exec']}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    shim = Shim(sock, tty)
+    try:
+        sock.connect(args["proxy"])
+        early = shim.attach(shimproto.hello(args["container"], args["exec"], tty))
+    except (OSError, RuntimeError) as e:
+        msg = f"kata-shim: {what}: cannot attach: {e}"
+        if ready_fd >= 0:
+            os.write(ready_fd, b"E" + msg.encode())
+            os.close(ready_fd)
+        else:
+            sys.stderr.write(msg + "\n")
+        return EXIT_LOST_VM
+    if ready_fd >= 0:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    return shim.serve(early)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

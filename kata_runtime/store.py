@@ -1,0 +1,194 @@
+"""State on the host: one directory per sandbox under the root (default /run/vc).
+
+- ``<root>/sbs/<sandbox>/sandbox.json``: the sandbox record (VM, proxy, containers), written
+  atomically (temp file, fsync, rename);
+- ``<root>/sbs/<sandbox>/proxy.sock``: kata-proxy's socket;
+- ``<root>/vm/<sandbox>/``: QEMU's QMP socket, agent channel socket, pid file, console log.
+
+Every operation on a sandbox holds an exclusive ``flock`` on its ``sbs`` directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kata_runtime.errors import ContainerExists, ContainerNotFound, KataError
+from kata_runtime.oci.state import Status
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (None if there is no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: fields follow the last ')'
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+@dataclass
+class ProcRef:
+    """A process we started, named so that a reused pid is never mistaken for it."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcRef:
+        return cls(pid, process_start_time(pid) or 0)
+
+    def alive(self) -> bool:
+        if self.pid <= 0 or process_start_time(self.pid) != self.start:
+            return False
+        try:  # a zombie is dead for us
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                stat = f.read()
+            return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+        except OSError:
+            return False
+
+
+@dataclass
+class ExecRecord:
+    id: str
+    shim: ProcRef | None = None
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    bundle: str
+    rootfs: str
+    created: str
+    status: Status
+    annotations: dict[str, str] = field(default_factory=dict)
+    process: dict[str, Any] = field(default_factory=dict)  # the spec's process: the base of exec
+    shim: ProcRef | None = None
+    rootfs_mount: str = ""  # host bind mount of the rootfs in the shared directory
+    execs: dict[str, ExecRecord] = field(default_factory=dict)
+
+
+@dataclass
+class SandboxRecord:
+    id: str
+    accel: str = ""
+    qemu: ProcRef | None = None
+    proxy: ProcRef | None = None
+    shared_dir: str = ""
+    containers: dict[str, ContainerRecord] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SandboxRecord:
+        def ref(x: Any) -> ProcRef | None:
+            return ProcRef(**x) if x else None
+
+        containers = {}
+        for cid, c in d.get("containers", {}).items():
+            c = dict(c)
+            c["status"] = Status(c["status"])
+            c["shim"] = ref(c.get("shim"))
+            c["execs"] = {k: ExecRecord(v["id"], ref(v.get("shim"))) for k, v in c.get("execs", {}).items()}
+            containers[cid] = ContainerRecord(**c)
+        return cls(id=d["id"], accel=d.get("accel", ""), qemu=ref(d.get("qemu")), proxy=ref(d.get("proxy")),
+                   shared_dir=d.get("shared_dir", ""), containers=containers)
+
+
+class SandboxStore:
+    """Loading, saving, locking and listing of sandbox records under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sbs = root / "sbs"
+        self.vms = root / "vm"
+
+    def sandbox_dir(self, sid: str) -> Path:
+        return self.sbs / sid
+
+    def vm_dir(self, sid: str) -> Path:
+        return self.vms / sid
+
+    def proxy_socket(self, sid: str) -> Path:
+        return self.sbs / sid / "proxy.sock"
+
+    def reserve(self, sid: str) -> None:
+        """Create the sandbox's directories; ContainerExists if the id is taken."""
+        self.sbs.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.vms.mkdir(parents=True, exist_ok=True, mode=0o711)
+        try:
+            self.sandbox_dir(sid).mkdir(mode=0o711)
+        except FileExistsError:
+            raise ContainerExists("container with id exists", container=sid, step="create") from None
+        except OSError as e:
+            raise KataError(f"cannot create state directory: {e}", container=sid, step="create") from None
+        self.vm_dir(sid).mkdir(mode=0o700, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, sid: str, step: str = "") -> Iterator[None]:
+        """Hold the sandbox's lock. ContainerNotFound if it does not exist (or vanished meanwhile)."""
+        path = self.sandbox_dir(sid)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise ContainerNotFound("container does not exist", container=sid, step=step) from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not path.exists():
+                raise ContainerNotFound("container does not exist", container=sid, step=step)
+            yield
+        finally:
+            os.close(fd)
+
+    def save(self, rec: SandboxRecord) -> None:
+        path = self.sandbox_dir(rec.id) / "sandbox.json"
+        tmp = path.with_suffix(".tmp")
+        data = json.dumps(rec.to_json(), indent=1).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def load(self, sid: str, step: str = "") -> SandboxRecord:
+        path = self.sandbox_dir(sid) / "sandbox.json"
+        try:
+            return SandboxRecord.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ContainerNotFound("container does not exist", container=sid, step=step) from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise KataError(f"state file {path} is corrupt: {e}", container=sid, step=step) from None
+
+    def sandbox_of(self, cid: str, step: str = "") -> str:
+        """The sandbox holding container ``cid`` (today every container is its own sandbox)."""
+        if (self.sandbox_dir(cid) / "sandbox.json").exists() or self.sandbox_dir(cid).is_dir():
+            return cid
+        raise ContainerNotFound("container does not exist", container=cid, step=step)
+
+    def sandbox_ids(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.sbs.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def remove(self, sid: str) -> None:
+        shutil.rmtree(self.vm_dir(sid), ignore_errors=True)
+        shutil.rmtree(self.sandbox_dir(sid), ignore_errors=True)
