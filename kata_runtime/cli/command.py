@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -68,14 +68,15 @@ def pass_opts(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@overload
-def absolute(path: str) -> Path: ...
-@overload
-def absolute(path: str | None) -> Path | None: ...
-def absolute(path: str | None) -> Path | None:
-    """A path flag made absolute against the current directory (runc does this for --pid-file);
-    None for an empty or missing flag."""
-    return Path(os.path.abspath(path)) if path else None
+def absolute(path: str) -> Path:
+    """A path made absolute against the current directory, symlinks kept (``.`` for empty)."""
+    return Path(os.path.abspath(path or "."))
+
+
+def optional_path(path: str | None) -> Path | None:
+    """A path flag made absolute against the current directory (runc does this for --pid-file),
+    or None when the flag is empty or absent."""
+    return absolute(path) if path else None
 
 
 class RuncCommand(click.Command):
@@ -91,7 +92,8 @@ class RuncCommand(click.Command):
         settings.update(kwargs.pop("context_settings", None) or {})
         settings.setdefault("ignore_unknown_options", reorder)
         settings.setdefault("allow_interspersed_args", reorder)
-        super().__init__(*args, context_settings=settings, **kwargs)
+        kwargs["context_settings"] = settings
+        super().__init__(*args, **kwargs)
         self.nargs_range = nargs
         self.reorder = reorder
 
@@ -170,10 +172,11 @@ class RuncCommand(click.Command):
 class LazyGroup(click.Group):
     """A group whose commands live in their own modules, imported only when used.
 
-    ``lazy`` maps each command name to ``"module:attribute"``, in the order ``--help`` lists them.
+    ``lazy`` maps each command name to ``("module:attribute", one-line help)``, in the order
+    ``--help`` lists them; the help line lets ``--help`` list them without importing them.
     """
 
-    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
 
@@ -182,11 +185,19 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module, _, attr = self.lazy[cmd_name].partition(":")
+            module, _, attr = self.lazy[cmd_name][0].partition(":")
             cmd = getattr(importlib.import_module(module), attr)
             assert isinstance(cmd, click.Command)
             return cmd
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, help_) in self.lazy.items()]
+        rows += [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items()
+                 if name not in self.lazy and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def runc_command(name: str, *, nargs: tuple[int, int | None] = (1, 1), reorder: bool = True,

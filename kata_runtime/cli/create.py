@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kata_runtime.cli.command import absolute, pass_opts, runc_command
+from kata_runtime.cli.command import absolute, optional_path, pass_opts, runc_command
 from kata_runtime.oci.spec import validate_id
 
 if TYPE_CHECKING:
@@ -50,5 +50,5 @@ def create(opts: RuntimeOptions, container_id: str, bundle: str, console_socket:
 
     validate_id(container_id)
     ignore_preserve_fds(preserve_fds)
-    container.create(opts, container_id, absolute(bundle or "."), pid_file=absolute(pid_file),
-                     console_socket=absolute(console_socket), no_pivot=no_pivot)
+    container.create(opts, container_id, absolute(bundle), pid_file=optional_path(pid_file),
+                     console_socket=optional_path(console_socket), no_pivot=no_pivot)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,26 +24,34 @@ from kata_runtime.errors import KataError
 PROG = "kata-runtime"
 DEFAULT_ROOT = "/run/vc"
 
-# name -> "module:attribute", in the order of runc's help.
-COMMANDS: dict[str, str] = {
-    "create": "kata_runtime.cli.create:create",
-    "delete": "kata_runtime.cli.delete:delete",
-    "events": "kata_runtime.cli.notyet:events",
-    "exec": "kata_runtime.cli.exec:exec_",
-    "kill": "kata_runtime.cli.kill:kill",
-    "list": "kata_runtime.cli.list:list_",
-    "pause": "kata_runtime.cli.notyet:pause",
-    "ps": "kata_runtime.cli.notyet:ps",
-    "resume": "kata_runtime.cli.notyet:resume",
-    "run": "kata_runtime.cli.run:run",
-    "spec": "kata_runtime.cli.spec:spec",
-    "start": "kata_runtime.cli.start:start",
-    "state": "kata_runtime.cli.state:state",
-    "update": "kata_runtime.cli.notyet:update",
-    "factory": "kata_runtime.cli.notyet:factory",
-    "kata-check": "kata_runtime.cli.kata:kata_check",
-    "kata-env": "kata_runtime.cli.kata:kata_env",
-    "version": "kata_runtime.cli.version:version",
+# name -> ("module:attribute", one-line help), in the order of runc's help. The help lines are
+# here so that "kata-runtime --help" does not import every command module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "create": ("kata_runtime.cli.create:create", "create a container"),
+    "delete": ("kata_runtime.cli.delete:delete",
+               "delete any resources held by the container often used with detached container"),
+    "events": ("kata_runtime.cli.notyet:events", "display container events such as OOM notifications, "
+               "cpu, memory, and IO usage statistics (not implemented yet)"),
+    "exec": ("kata_runtime.cli.exec:exec_", "execute new process inside the container"),
+    "kill": ("kata_runtime.cli.kill:kill",
+             "kill sends the specified signal (default: SIGTERM) to the container's init process"),
+    "list": ("kata_runtime.cli.list:list_", "lists containers started by kata-runtime with the given root"),
+    "pause": ("kata_runtime.cli.notyet:pause",
+              "pause suspends all processes inside the container (not implemented yet)"),
+    "ps": ("kata_runtime.cli.notyet:ps",
+           "ps displays the processes running inside a container (not implemented yet)"),
+    "resume": ("kata_runtime.cli.notyet:resume",
+               "resumes all processes that have been previously paused (not implemented yet)"),
+    "run": ("kata_runtime.cli.run:run", "create and run a container"),
+    "spec": ("kata_runtime.cli.spec:spec", "create a new specification file"),
+    "start": ("kata_runtime.cli.start:start", "executes the user defined process in a created container"),
+    "state": ("kata_runtime.cli.state:state", "output the state of a container"),
+    "update": ("kata_runtime.cli.notyet:update",
+               "update container resource constraints (not implemented yet)"),
+    "factory": ("kata_runtime.cli.notyet:factory", "manage VM templates (not implemented yet)"),
+    "kata-check": ("kata_runtime.cli.kata:kata_check", "tests if system can run Kata Containers"),
+    "kata-env": ("kata_runtime.cli.kata:kata_env", "display settings"),
+    "version": ("kata_runtime.cli.version:version", "print the version"),
 }
 
 # The log target of the current invocation, once the global flags are parsed.
@@ -68,7 +75,8 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
               help="set the log format ('text' (default), or 'json')")
 @click.option("--root", default=DEFAULT_ROOT, show_default=True,
               help="root directory for storage of container state (this should be located in tmpfs)")
-@click.option("--criu", default="criu", hidden=True, help="accepted for runc compatibility; ignored")
+@click.option("--criu", default="criu", show_default=True,
+              help="path to the criu binary used for checkpoint and restore (accepted, ignored)")
 @click.option("--systemd-cgroup", is_flag=True,
               help='enable systemd cgroup support, expects cgroupsPath to be of form "slice:prefix:name"')
 @click.option("--rootless", default="auto", show_default=True,
@@ -112,6 +120,8 @@ def _unknown_command(e: click.UsageError) -> str | None:
 def _usage_message(e: click.UsageError) -> str:
     if isinstance(e, click.NoSuchOption):
         return f"flag provided but not defined: -{e.option_name.lstrip('-')}"
+    if isinstance(e, click.BadOptionUsage) and "requires an argument" in e.message:
+        return f"flag needs an argument: -{e.option_name.lstrip('-')}"
     name = _unknown_command(e)
     if name is not None:
         return f"No help topic for '{name}'"
@@ -154,6 +164,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: one line for the user, the traceback to the log with --debug
         msg = f"internal error: {type(e).__name__}: {e}"
         if _log_target is not None and logging.getLogger("kata_runtime").isEnabledFor(logging.DEBUG):
+            import traceback
+
             logging.getLogger("kata_runtime.cli").debug("%s\n%s", msg, traceback.format_exc().rstrip())
         return _report(msg, 1)
     finally:

@@ -71,6 +71,25 @@ class Shim:
         self.stdin_open = True
         self.status: int | None = None
         self.out_ok = {1: True, 2: True}
+        self.signal_fd = self._catch_signals()
+
+    @staticmethod
+    def _catch_signals() -> int:
+        """From here on every forwardable signal is queued (as its number) on the returned fd.
+
+        Done before attaching: an engine may signal the pid as soon as it is in the pid file."""
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        for signo in signal.valid_signals():
+            if signo in _NOT_FORWARDED and signo != signal.SIGWINCH:
+                continue
+            try:
+                signal.signal(signo, lambda *_: None)
+            except (OSError, ValueError):
+                pass
+        return rfd
 
     def _send(self, data: bytes) -> None:
         try:
@@ -136,17 +155,7 @@ class Shim:
     def serve(self, pre_buffered: list[shimproto.Message]) -> int:
         for mtype, payload in pre_buffered:
             self._handle(mtype, payload)
-        rfd, wfd = os.pipe()
-        os.set_blocking(rfd, False)
-        os.set_blocking(wfd, False)
-        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        for signo in signal.valid_signals():
-            if signo in _NOT_FORWARDED and signo != signal.SIGWINCH:
-                continue
-            try:
-                signal.signal(signo, lambda *_: None)
-            except (OSError, ValueError):
-                pass
+        rfd = self.signal_fd
         self.sel.register(self.sock, selectors.EVENT_READ, "sock")
         self.sel.register(rfd, selectors.EVENT_READ, "sig")
         try:

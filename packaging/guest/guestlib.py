@@ -36,6 +36,7 @@ import re
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 APT_CACHE = ["apt-cache", "-o", "APT::Architecture=amd64"]
@@ -127,8 +128,8 @@ def resolve(path: str) -> int:
         if kernel_meta not in stanzas:
             print(f"guestlib resolve: no package {kernel_meta!r}", file=sys.stderr)
             return 1
-        deps = [g[0] for g in alternatives(stanzas[kernel_meta].get("Depends", ""))]
-        images = [d for d in deps if d.startswith("linux-image-") and d in stanzas]
+        meta_deps = [g[0] for g in alternatives(stanzas[kernel_meta].get("Depends", ""))]
+        images = [d for d in meta_deps if d.startswith("linux-image-") and d in stanzas]
         if not images:
             print(f"guestlib resolve: {kernel_meta} depends on no linux-image package", file=sys.stderr)
             return 1
@@ -208,10 +209,10 @@ def module_order(moddir: str, modules_file: str) -> int:
         return True
 
     for raw in Path(modules_file).read_text().splitlines():
-        line = raw.split("#", 1)[0].split()
-        if not line:
+        words = raw.split("#", 1)[0].split()
+        if not words:
             continue
-        group, name = line[0], line[1].replace("-", "_")
+        group, name = words[0], words[1].replace("-", "_")
         if not visit(name, group, ()):
             return 1
     for group, path, name in order:
@@ -284,7 +285,7 @@ def elf_check(root: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {
+    commands: dict[str, tuple[Callable[..., int], int]] = {
         "resolve": (resolve, 1),
         "extract-vmlinux": (extract_vmlinux, 2),
         "module-order": (module_order, 2),

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up this host to run kata-runtime: Debian packages, a Python venv with the runtime,
+# the guest kernel and image (built from Debian packages, cached), and the configuration.
+# Idempotent; run as root from the repository. Usage: packaging/setup-host.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${KATA_VENV:-/opt/kata-runtime/venv}
+say() { echo "[kata-setup] $*"; }
+
+if [ "$(id -u)" != 0 ]; then echo "kata-setup: run as root" >&2; exit 1; fi
+
+pkgs="qemu-system-x86 runc busybox-static erofs-utils cpio xz-utils zstd iproute2 kmod socat bats procps"
+missing=""
+for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  say "installing Debian packages:$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating the Python venv $VENV"
+  python3 -m venv "$VENV"
+fi
+say "installing kata-runtime into $VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
+for prog in kata-runtime; do ln -sf "$VENV/bin/$prog" "/usr/local/bin/$prog"; done
+
+say "building and installing the guest kernel and image"
+packaging/build-guest.sh --install
+say "done: $(command -v kata-runtime) ($(kata-runtime --version | head -1))"

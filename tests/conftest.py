@@ -1,0 +1,34 @@
+"""Shared test plumbing: where the runtime is, and the session-wide leak check."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+OUR_PROCESSES = ("qemu-system", "kata-proxy", "kata-shim")
+
+
+def our_leftovers(marker: str = "") -> list[str]:
+    """Our QEMU/proxy/shim processes and /run/kata-containers mounts (optionally only those whose
+    command line or path mentions ``marker``)."""
+    out = []
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        if any(p in line for p in OUR_PROCESSES) and "ps -eo" not in line and (not marker or marker in line):
+            out.append("process: " + line.strip())
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            if point.startswith(("/run/kata-containers", "/run/vc")) and (not marker or marker in point):
+                out.append("mount: " + point)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers_at_end() -> Iterator[None]:
+    """Fails the session if anything of ours is still around after all tests."""
+    yield
+    left = our_leftovers()
+    assert not left, "left behind after the tests:\n" + "\n".join(left)

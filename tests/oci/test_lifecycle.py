@@ -1,0 +1,144 @@
+"""create → start → exec → kill → delete, two containers at once, each in its own VM."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.oci.conftest import Kata
+
+
+def wait_status(kata: Kata, cid: str, want: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = kata.state(cid)
+        if st["status"] == want or time.monotonic() > deadline:
+            return st
+        time.sleep(0.2)
+
+
+def proc_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def two_ids(request: pytest.FixtureRequest, cid: str) -> tuple[str, str]:
+    other = cid + "b"
+    request.node.extra_ids = [other]
+    return cid, other
+
+
+def test_lifecycle_of_two_concurrent_containers(kata: Kata, bundle, two_ids, tmp_path: Path) -> None:
+    c1, c2 = two_ids
+    b1 = bundle(["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo started; while true; do sleep 0.2; done"])
+    b2 = bundle(["sleep", "1000"])
+    pid1, pid2 = tmp_path / "c1.pid", tmp_path / "c2.pid"
+    out1 = open(tmp_path / "c1.out", "wb")
+
+    # the two creates run at the same time, each boots its own VM
+    results: dict[str, subprocess.CompletedProcess] = {}
+
+    def create(c: str, b: Path, pidf: Path, out) -> None:
+        results[c] = subprocess.run(kata.argv("create", "--bundle", str(b), "--pid-file", str(pidf), c),
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, timeout=240)
+
+    threads = [threading.Thread(target=create, args=(c1, b1, pid1, out1)),
+               threading.Thread(target=create, args=(c2, b2, pid2, subprocess.DEVNULL))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out1.close()
+    for c in (c1, c2):
+        assert results[c].returncode == 0, results[c].stderr.decode()
+
+    st = kata.state(c1)
+    assert st["status"] == "created"
+    assert st["pid"] == int(pid1.read_text()) and proc_alive(st["pid"])
+    assert st["id"] == c1 and st["bundle"] == str(b1) and st["rootfs"] == str(b1 / "rootfs")
+    assert st["ociVersion"] and st["created"].endswith("Z")
+    with open(f"/proc/{st['pid']}/cmdline", "rb") as f:
+        assert b"kata-shim" in f.read()
+
+    # a second create with the same id fails and leaves the first alone
+    dup = kata("create", "--bundle", str(b1), c1)
+    assert dup.rc != 0 and c1 in dup.err and "exists" in dup.err
+    assert len(dup.err.strip().splitlines()) == 1
+    assert kata.state(c1)["status"] == "created"
+
+    # list shows both, each in its own VM
+    listing = json.loads(kata.ok("list", "--format", "json").out)
+    assert {c["id"] for c in listing} == {c1, c2}
+    table = kata.ok("list").out.splitlines()
+    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    assert {line.split()[0] for line in table[1:]} == {c1, c2}
+    qemus = subprocess.run(["pgrep", "-f", f"sandbox-({c1}|{c2}) "], capture_output=True, text=True).stdout.split()
+    assert len(qemus) == 2
+
+    kata.ok("start", c1)
+    kata.ok("start", c2)
+    assert kata.state(c1)["status"] == "running"
+    assert kata("start", c1).rc != 0  # already running
+
+    # exec in the foreground: output and exit status
+    r = kata("exec", c1, "sh", "-c", "echo hi; echo oops >&2; exit 7")
+    assert (r.rc, r.out, r.err) == (7, "hi\n", "oops\n")
+
+    # exec --detach leaves a live process named in the pid file
+    epid = tmp_path / "exec.pid"
+    kata.ok("exec", "--detach", "--pid-file", str(epid), c1, "sleep", "1000")
+    shim_pid = int(epid.read_text())
+    assert proc_alive(shim_pid)
+    ps = kata("exec", c1, "ps", "-o", "args")
+    assert "sleep 1000" in ps.out
+
+    # kill TERM reaches a workload that traps it; kill KILL stops any
+    kata.ok("kill", c1, "TERM")
+    assert wait_status(kata, c1, "stopped")["status"] == "stopped"
+    assert b"got-term" in (tmp_path / "c1.out").read_bytes()
+    kata.ok("kill", c2, "KILL")
+    st2 = wait_status(kata, c2, "stopped")
+    assert st2["status"] == "stopped" and st2["pid"] == 0
+
+    # the engines' cleanup calls succeed on exited containers
+    kata.ok("kill", "--all", c1, "9")
+    assert kata("kill", c1, "9").rc != 0
+
+    for c in (c1, c2):
+        kata.ok("delete", c)
+        gone = kata("state", c)
+        assert gone.rc != 0 and c in gone.err
+    assert not proc_alive(shim_pid)
+
+
+def test_delete_refuses_running_unless_forced(kata: Kata, bundle, cid: str, tmp_path: Path) -> None:
+    b = bundle(["sleep", "1000"])
+    pidf = tmp_path / "pid"
+    kata.ok("run", "--detach", "--bundle", str(b), "--pid-file", str(pidf), cid)
+    shim = int(pidf.read_text())
+    assert kata.state(cid)["status"] == "running"
+    r = kata("delete", cid)
+    assert r.rc != 0 and "running" in r.err and cid in r.err
+    assert kata.state(cid)["status"] == "running"
+
+    # kill -9 of the VM: the container is stopped, delete cleans everything
+    qemu = subprocess.run(["pgrep", "-f", f"sandbox-{cid} "], capture_output=True, text=True).stdout.split()
+    assert len(qemu) == 1
+    os.kill(int(qemu[0]), 9)
+    assert wait_status(kata, cid, "stopped")["status"] == "stopped"
+    kata.ok("delete", cid)
+    assert kata("state", cid).rc != 0
+    deadline = time.monotonic() + 5
+    while proc_alive(shim) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not proc_alive(shim)

@@ -1,0 +1,157 @@
+"""The agent channel end to end without a VM: kata-shim → kata-proxy → mux → agent channel loop.
+
+The guest side is the real ChannelServer over one end of a socketpair (standing in for the
+virtio-serial port) and the real Proxy over the other; the "process" is a pair of pipes driven by
+the test, so framing, attach, stdio ordering, signals and exit status are checked exactly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kata_runtime.guest.channel import ChannelServer, run_in_thread
+from kata_runtime.guest.containers import AgentFailure, Process
+from kata_runtime.protocol import mux
+from kata_runtime.proxy.main import Proxy
+
+SHIM = Path(__file__).resolve().parents[2] / "kata_runtime" / "bin" / "kata-shim"
+
+
+class FakeProcess:
+    """A process made of pipes: the test plays the workload."""
+
+    def __init__(self) -> None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        for fd in (in_w, out_r, err_r):
+            os.set_blocking(fd, False)
+        self.proc = Process("c1", "c1", pid=os.getpid(), stdin_fd=in_w, stdout_fd=out_r, stderr_fd=err_r)
+        self.stdin, self.stdout, self.stderr = in_r, out_w, err_w
+        self.signals: list[int] = []
+        self.keep: Any = None
+
+
+class FakeContainers:
+    def __init__(self, fake: FakeProcess) -> None:
+        self.fake = fake
+
+    def process(self, cid: str, exec_id: str) -> Process:
+        if (cid, exec_id) != ("c1", "c1"):
+            raise AgentFailure(f"container {cid} has no process {exec_id}")
+        return self.fake.proc
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    fake = FakeProcess()
+    guest, host = socket.socketpair()
+    server = ChannelServer(guest.fileno(), str(tmp_path / "grpc.sock"), FakeContainers(fake))  # type: ignore[arg-type]
+    # signals to the "workload" are recorded instead of sent
+    real_kill = os.kill
+
+    def fake_kill(pid: int, sig: int) -> None:
+        if pid == os.getpid():
+            fake.signals.append(sig)
+        else:
+            real_kill(pid, sig)
+
+    monkeypatch.setattr("kata_runtime.guest.channel.os.kill", fake_kill)
+    run_in_thread(server)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock_path = str(tmp_path / "proxy.sock")
+    listener.bind(sock_path)
+    listener.listen(16)
+    proxy = Proxy(host, listener)
+    threading.Thread(target=proxy.serve, daemon=True, name="proxy").start()
+    fake.keep = (guest, host, listener)  # the channel server holds only the fd
+    return fake, server, sock_path
+
+
+def start_shim(sock: str, exec_id: str = "c1", **kw: Any) -> subprocess.Popen[bytes]:
+    rfd, wfd = os.pipe()
+    p = subprocess.Popen([sys.executable, "-S", str(SHIM), "--container", "c1", "--exec", exec_id, "--proxy", sock,
+                          "--ready-fd", str(wfd)], pass_fds=(wfd,), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, **kw)
+    os.close(wfd)
+    ready = os.read(rfd, 4096)
+    os.close(rfd)
+    p.ready = ready  # type: ignore[attr-defined]
+    return p
+
+
+def test_stdio_order_and_exit_status(stack: Any) -> None:
+    fake, server, sock = stack
+    shim = start_shim(sock, stdin=subprocess.PIPE)
+    assert shim.ready == b"1"
+    payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    assert shim.stdin is not None
+    shim.stdin.write(b"to the workload")
+    shim.stdin.close()
+    shim.stdin = None  # closed: communicate() must not flush it
+    got = b""
+    deadline = time.monotonic() + 5
+    while got != b"to the workload" and time.monotonic() < deadline:
+        try:
+            got += os.read(fake.stdin, 100)
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert got == b"to the workload"
+    writer = threading.Thread(target=lambda: (os.write(fake.stdout, payload), os.close(fake.stdout)))
+    writer.start()
+    os.write(fake.stderr, b"an error\n")
+    os.close(fake.stderr)
+    fake.proc.status = 3
+    fake.proc.exited.set()
+    server.process_exited(fake.proc)
+    out, err = shim.communicate(timeout=20)
+    writer.join()
+    assert out == payload
+    assert err == b"an error\n"
+    assert shim.returncode == 3
+
+
+def test_signals_are_forwarded(stack: Any) -> None:
+    fake, server, sock = stack
+    shim = start_shim(sock, stdin=subprocess.DEVNULL)
+    assert shim.ready == b"1"
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        shim.send_signal(sig)
+    deadline = time.monotonic() + 5
+    while len(fake.signals) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.signals == [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
+    os.close(fake.stdout)
+    os.close(fake.stderr)
+    fake.proc.status = 128 + 15
+    fake.proc.exited.set()
+    server.process_exited(fake.proc)
+    shim.communicate(timeout=10)
+    assert shim.returncode == 143
+
+
+def test_attach_to_unknown_process_fails_in_words(stack: Any) -> None:
+    _fake, _server, sock = stack
+    shim = start_shim(sock, exec_id="nope", stdin=subprocess.DEVNULL)
+    shim.communicate(timeout=10)
+    assert shim.ready.startswith(b"E") and b"no process nope" in shim.ready
+    assert shim.returncode == 255
+
+
+def test_mux_decoder_resynchronises_after_garbage() -> None:
+    d = mux.Decoder()
+    frames = d.feed(b"garbage-K" + mux.encode(mux.OPEN, 7) + mux.encode_data(7, b"x" * 100_000)[:50])
+    assert frames == [(mux.OPEN, 7, b"")]
+    rest = mux.encode_data(7, b"x" * 100_000)[50:]
+    frames = d.feed(rest)
+    assert b"".join(p for _t, _s, p in frames) == b"x" * 100_000
+    assert d.skipped == len(b"garbage-K")
