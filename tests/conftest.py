@@ -14,9 +14,12 @@ def our_leftovers(marker: str = "") -> list[str]:
     """Our QEMU/proxy/shim processes and /run/kata-containers mounts (optionally only those whose
     command line or path mentions ``marker``)."""
     out = []
-    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
     for line in ps.splitlines():
-        if any(p in line for p in OUR_PROCESSES) and "ps -eo" not in line and (not marker or marker in line):
+        _pid, stat, args = (line.split(None, 2) + ["", ""])[:3]
+        if stat.startswith("Z"):
+            continue  # dead; waits for init to reap it
+        if any(p in args for p in OUR_PROCESSES) and (not marker or marker in args):
             out.append("process: " + line.strip())
     with open("/proc/self/mountinfo") as f:
         for line in f:

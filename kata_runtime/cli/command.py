@@ -82,8 +82,9 @@ def optional_path(path: str | None) -> Path | None:
 class RuncCommand(click.Command):
     """A command with runc's argument rules (see the module docstring).
 
-    ``nargs`` is ``(minimum, maximum)`` positional arguments, ``maximum`` None for no limit;
-    ``exact`` says whether runc checks them as "exactly" N.
+    ``nargs`` is ``(minimum, maximum)`` positional arguments (``maximum`` None: no limit; equal
+    bounds: runc's "exactly N"); ``reorder=False`` (exec, ps) ends flag parsing at the first
+    argument.
     """
 
     def __init__(self, *args: Any, nargs: tuple[int, int | None] = (1, 1), reorder: bool = True,

@@ -117,7 +117,7 @@ class LogTarget:
                     self._stream = open(self.path, "a", encoding="utf-8")  # kept open until exit
                 except OSError as e:
                     self._stream = sys.stderr
-                    raise KataError(f"cannot open log file {self.path}: {e.strerror}") from None
+                    raise KataError(f"open {self.path}: {(e.strerror or str(e)).lower()}") from None
         return self._stream
 
     def write(self, level: str, msg: str) -> None:

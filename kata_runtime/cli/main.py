@@ -96,6 +96,8 @@ def cli(ctx: click.Context, debug: bool, log_file: str, log_format: str, root: s
     global _log_target
     _log_target = LogTarget(log_file or None)  # text until the format is known to be valid
     target = LogTarget(log_file or None, log_format)  # raises on a bad --log-format
+    if target.is_file:
+        target.stream()  # created now, as runc does, even if nothing goes wrong
     _log_target = target
     setup_logging(target, debug)
     ctx.obj = CliState(root=root, kata_config=kata_config, debug=debug,
@@ -104,6 +106,24 @@ def cli(ctx: click.Context, debug: bool, log_file: str, log_format: str, root: s
         click.echo(ctx.get_help())
         return 0
     return None
+
+
+@cli.command("help", context_settings=CONTEXT_SETTINGS,
+             short_help="Shows a list of commands or help for one command")
+@click.argument("command", required=False)
+@click.pass_context
+def help_(ctx: click.Context, command: str | None) -> None:
+    """Shows a list of commands or help for one command."""
+    parent = ctx.parent
+    assert parent is not None and isinstance(parent.command, click.Group)
+    if command is None:
+        click.echo(parent.get_help())
+        return
+    sub = parent.command.get_command(parent, command)
+    if sub is None:
+        raise click.UsageError(f"No such command '{command}'.")
+    with click.Context(sub, info_name=command, parent=parent) as sub_ctx:
+        click.echo(sub.get_help(sub_ctx))
 
 
 def _unknown_command(e: click.UsageError) -> str | None:
@@ -130,7 +150,8 @@ def _usage_message(e: click.UsageError) -> str:
 
 def _report(msg: str, code: int) -> int:
     """Write the error line to stderr and the log; return the exit status."""
-    sys.stderr.write(f"{PROG}: {msg}\n")
+    one_line = "; ".join(line.strip() for line in msg.splitlines() if line.strip())
+    sys.stderr.write(f"{PROG}: {one_line}\n")
     sys.stderr.flush()
     target = _log_target
     if target is not None and target.is_file:

@@ -81,9 +81,13 @@ def update(container_id: str, **_flags: object) -> None:
     not_implemented("update", container_id)
 
 
-@click.group("factory", context_settings=CONTEXT_SETTINGS, short_help="manage VM templates (factory)")
-def factory() -> None:
+@click.group("factory", context_settings=CONTEXT_SETTINGS, invoke_without_command=True,
+             short_help="manage VM templates (factory)")
+@click.pass_context
+def factory(ctx: click.Context) -> None:
     """Manage the VM template factory ([factory] enable_template in configuration.toml)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @runc_command("init", nargs=(0, 0), short_help="create a VM template")

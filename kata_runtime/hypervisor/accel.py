@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import resource
 import selectors
 import signal
 import stat
@@ -111,6 +112,11 @@ def _write_verdict(key: str, usable: bool, reason: str) -> None:
         tmp.unlink(missing_ok=True)  # no cache: the next call probes again
 
 
+def _no_core_dump() -> None:
+    """In the probe's child: a QEMU that aborts under a broken KVM must not leave a core file."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def _probe(qemu: str, kernel: str, initrd: str, timeout: float) -> tuple[bool, str]:
     """Boot the probe VM under KVM; (reached the marker, what happened)."""
     argv = [
@@ -123,7 +129,7 @@ def _probe(qemu: str, kernel: str, initrd: str, timeout: float) -> tuple[bool, s
     start = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, close_fds=True)
+                                stderr=subprocess.PIPE, close_fds=True, preexec_fn=_no_core_dump)
     except OSError as e:
         return False, f"cannot run {qemu}: {e.strerror}"
     out = bytearray()
@@ -164,8 +170,12 @@ def _probe(qemu: str, kernel: str, initrd: str, timeout: float) -> tuple[bool, s
         return True, f"a probe VM under KVM {what} in {took:.1f} s"
     errors = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
     if proc.returncode not in (None, 0, -signal.SIGKILL) and errors:
-        how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-               else f"exit status {proc.returncode}")
+        how = f"exit status {proc.returncode}"
+        if proc.returncode < 0:
+            try:
+                how = f"killed by {signal.Signals(-proc.returncode).name}"
+            except ValueError:
+                how = f"killed by signal {-proc.returncode}"
         return False, f"QEMU cannot run a guest with KVM (-cpu {PROBE_CPU}; {how}): {errors[-1].strip()}"
     console = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
     last = f" (last console line: {console[-1].strip()[:120]!r})" if console else " (no console output)"

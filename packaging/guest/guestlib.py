@@ -230,7 +230,7 @@ def elf_needed(path: Path) -> list[str] | None:
             head = f.read(64)
             if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
                 return None
-            shoff, = struct.unpack_from("<Q", head, 0x28)
+            (shoff,) = struct.unpack_from("<Q", head, 0x28)
             shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
             if not shoff or not shnum:
                 return []

@@ -37,6 +37,7 @@ class Kata:
         self.root = root
         self.log = log
         self.config = config
+        self.calls = 0
 
     def argv(self, *args: str, config: Path | None = None) -> list[str]:
         base = [KATA, "--root", str(self.root), "--log", str(self.log), "--log-format", "json"]
@@ -47,10 +48,22 @@ class Kata:
 
     def __call__(self, *args: str, input: bytes | None = None, timeout: float = 180,
                  config: Path | None = None) -> Result:
-        p = subprocess.run(self.argv(*args, config=config), input=input, capture_output=True, timeout=timeout,
-                           stdin=None if input is not None else subprocess.DEVNULL)
-        return Result(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"),
-                      p.stdout, p.stderr)
+        """Run the CLI. Commands that leave a process behind (create, run -d, exec -d) hand it
+        their stdio, so output is collected in files rather than pipes that would stay open."""
+        detaching = args[0] == "create" or "-d" in args or "--detach" in args
+        if not detaching:
+            p = subprocess.run(self.argv(*args, config=config), input=input, capture_output=True, timeout=timeout,
+                               stdin=None if input is not None else subprocess.DEVNULL)
+            return Result(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"),
+                          p.stdout, p.stderr)
+        self.calls += 1
+        out_path, err_path = self.log.with_name(f"out{self.calls}"), self.log.with_name(f"err{self.calls}")
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            p = subprocess.run(self.argv(*args, config=config), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=timeout)
+        raw_out, raw_err = out_path.read_bytes(), err_path.read_bytes()
+        return Result(p.returncode, raw_out.decode(errors="replace"), raw_err.decode(errors="replace"),
+                      raw_out, raw_err)
 
     def ok(self, *args: str, **kw: Any) -> Result:
         r = self(*args, **kw)
@@ -74,7 +87,8 @@ def make_bundle(path: Path, args: list[str], **process: Any) -> Path:
     shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
     applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True).stdout.split()
     for a in applets:
-        os.symlink("busybox", rootfs / "bin" / a)
+        if a != "busybox":
+            os.symlink("busybox", rootfs / "bin" / a)
     for d in ("proc", "sys", "dev", "tmp", "etc"):
         (rootfs / d).mkdir(exist_ok=True)
     subprocess.run(["runc", "spec", "--bundle", str(path)], check=True)

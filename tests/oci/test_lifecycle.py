@@ -49,8 +49,9 @@ def test_lifecycle_of_two_concurrent_containers(kata: Kata, bundle, two_ids, tmp
     results: dict[str, subprocess.CompletedProcess] = {}
 
     def create(c: str, b: Path, pidf: Path, out) -> None:
-        results[c] = subprocess.run(kata.argv("create", "--bundle", str(b), "--pid-file", str(pidf), c),
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, timeout=240)
+        with open(tmp_path / f"{c}.err", "wb") as err:
+            results[c] = subprocess.run(kata.argv("create", "--bundle", str(b), "--pid-file", str(pidf), c),
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=240)
 
     threads = [threading.Thread(target=create, args=(c1, b1, pid1, out1)),
                threading.Thread(target=create, args=(c2, b2, pid2, subprocess.DEVNULL))]
@@ -60,7 +61,7 @@ def test_lifecycle_of_two_concurrent_containers(kata: Kata, bundle, two_ids, tmp
         t.join()
     out1.close()
     for c in (c1, c2):
-        assert results[c].returncode == 0, results[c].stderr.decode()
+        assert results[c].returncode == 0, (tmp_path / f"{c}.err").read_text()
 
     st = kata.state(c1)
     assert st["status"] == "created"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ def run_cli() -> Iterator[Callable[..., CliResult]]:
         runner = CliRunner()
         with runner.isolation(input=input) as (out, err, _mixed):
             code = real_run_cli(list(argv))
+            sys.stdout.flush()
+            sys.stderr.flush()
         return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
 
     yield run

@@ -11,7 +11,6 @@ import pytest
 from kata_runtime.errors import ContainerNotFound, HypervisorError, InvalidState
 from kata_runtime.oci.state import ContainerState, Status
 
-
 TIME_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)"
 
 
@@ -39,8 +38,8 @@ def test_kata_error_text_log_line(run_cli, fake_lib, tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
     r = run_cli("--log", str(log), "start", "c1")
     assert (r.code, r.stderr) == (1, "kata-runtime: c1: cannot start a container that has stopped\n")
-    assert re.fullmatch(r'time="' + TIME_RE + r'" level=error msg="c1: cannot start a container that has stopped"\n',
-                        log.read_text())
+    expected = r'time="' + TIME_RE + r'" level=error msg="c1: cannot start a container that has stopped"\n'
+    assert re.fullmatch(expected, log.read_text())
 
 
 def test_without_log_nothing_but_the_line(run_cli, fake_lib) -> None:
@@ -241,8 +240,9 @@ def test_help_exits_0_and_lists_the_commands(run_cli) -> None:
     assert run_cli("exec", "--help").code == 0
 
 
-@pytest.mark.parametrize("argv", [["ps", "c1"], ["pause", "c1"], ["resume", "c1"], ["events", "--stats", "c1"],
-                                  ["update", "--memory", "1", "c1"], ["factory", "init"]])
+@pytest.mark.parametrize("argv", [["ps", "c1"], ["pause", "c1"], ["resume", "c1"],
+                                  ["events", "--stats", "c1"], ["update", "--memory", "1", "c1"],
+                                  ["factory", "init"]])
 def test_not_implemented_yet(run_cli, argv: list[str]) -> None:
     r = run_cli(*argv)
     assert r.code == 1 and r.stderr.endswith("not implemented yet\n") and r.stderr.count("\n") == 1

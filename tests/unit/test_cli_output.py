@@ -22,7 +22,8 @@ def _states() -> list[ContainerState]:
         ContainerState(id="c1", pid=5898, status=Status.STOPPED, bundle="/tmp/rb", rootfs="/tmp/rb/rootfs",
                        created="2026-11-29T03:09:05.573005217Z", owner="root"),
         ContainerState(id="c3", pid=6051, status=Status.CREATED, bundle="/tmp/rb2", rootfs="/tmp/rb2/rootfs",
-                       created="2026-11-29T03:09:12.20586395Z", owner="root", annotations={"b": "2", "a": "1"}),
+                       created="2026-11-29T03:09:12.20586395Z", owner="root",
+                       annotations={"b": "2", "a": "1"}),
     ]
 
 
@@ -47,7 +48,8 @@ RUNC_TABLE_EMPTY = "ID          PID         STATUS      BUNDLE      CREATED     
 # runc --root R list -f json
 RUNC_JSON = (
     '[{"ociVersion":"1.0.2-dev","id":"a-rather-long-container-id","pid":12157,"status":"created",'
-    '"bundle":"/tmp/a-much-longer-bundle-directory-name","rootfs":"/tmp/a-much-longer-bundle-directory-name/rootfs",'
+    '"bundle":"/tmp/a-much-longer-bundle-directory-name",'
+    '"rootfs":"/tmp/a-much-longer-bundle-directory-name/rootfs",'
     '"created":"2026-11-29T03:15:03.811883642Z","owner":"root"},'
     '{"ociVersion":"1.0.2-dev","id":"c1","pid":0,"status":"stopped","bundle":"/tmp/rb","rootfs":"/tmp/rb/rootfs",'
     '"created":"2026-11-29T03:09:05.573005217Z","owner":"root"},'

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from kata_runtime.cli.spec import example_spec, spec_text, to_rootless
 from kata_runtime.cli.output import go_json
+from kata_runtime.cli.spec import example_spec, spec_text, to_rootless
 from kata_runtime.oci.spec import validate_spec
 
 DATA = Path(__file__).resolve().parent / "data"

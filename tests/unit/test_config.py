@@ -46,7 +46,8 @@ path = "/s"
 """)
     cfg = load_config(f)
     assert cfg.source == str(f)
-    assert (cfg.hypervisor.path, cfg.hypervisor.kernel, cfg.hypervisor.default_memory) == ("/opt/qemu", "/k", 1024)
+    hv = cfg.hypervisor
+    assert (hv.path, hv.kernel, hv.default_memory) == ("/opt/qemu", "/k", 1024)
     assert cfg.hypervisor.accel == "tcg" and cfg.hypervisor.machine_type == "q35"
     assert cfg.agent.dial_timeout == 5.0 and isinstance(cfg.agent.dial_timeout, float)
     assert cfg.runtime.enable_debug is True and cfg.runtime.internetworking_model == "none"
