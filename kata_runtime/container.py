@@ -23,6 +23,7 @@ from kata_runtime import daemons
 from kata_runtime.config import Config, load_config
 from kata_runtime.errors import InvalidArgument, InvalidState, KataError
 from kata_runtime.oci.state import ContainerState, Status
+from kata_runtime.phases import phase
 from kata_runtime.store import ContainerRecord, ExecRecord, ProcRef, SandboxRecord, SandboxStore
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
             c.shim = ProcRef.of(shim.pid)
             c.status = Status.CREATED
             sandbox.save()
+            phase("container_created")
             if pid_file is not None:
                 _write_pid_file(pid_file, shim.pid)
             return _to_state(rec, c), shim
@@ -200,6 +202,7 @@ def _start_locked(ctx: _Context, rec: SandboxRecord, c: ContainerRecord) -> None
     sandbox.agent(c.id).start_container(c.id)
     c.status = Status.RUNNING
     sandbox.save()
+    phase("container_started")
 
 
 def state(opts: RuntimeOptions, cid: str) -> ContainerState:
@@ -262,10 +265,12 @@ def run(opts: RuntimeOptions, cid: str, bundle: Path, *, pid_file: Path | None =
     if detach:
         return 0
     status = _wait_forwarding_signals(shim)
+    phase("workload_exited")
     try:
         delete(opts, cid, force=True)
     except KataError as e:
         log.error("%s", e)
+    phase("deleted")
     return status
 
 

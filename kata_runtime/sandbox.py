@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kata_runtime import daemons, mounts
+from kata_runtime.phases import phase
 from kata_runtime.config import Config
 from kata_runtime.errors import AgentError, HypervisorError, KataError
 from kata_runtime.hypervisor.qemu import SHARED_FS_TAG, QemuVM
@@ -98,15 +99,22 @@ class Sandbox:
         finally:
             self.rec.qemu = vm.proc
             self.save()
+        phase("qemu_launched")
         log.debug("sandbox %s: QEMU up in %.3fs", self.id, time.monotonic() - t0)
         self.rec.proxy = daemons.start_proxy(self.id, vm.paths.channel, self.proxy_socket,
                                              self.store.vm_dir(self.id) / "proxy.log", self.cfg.proxy_path)
         self.save()
         self._wait_agent(vm)
+        phase("agent_ready")
         log.debug("sandbox %s: agent ready after %.3fs", self.id, time.monotonic() - t0)
+        if log.isEnabledFor(logging.DEBUG):
+            v = self.agent().version()
+            log.debug("guest boot root_ready %s agent_started %s agent_serving %s", v["root_ready"],
+                      v["agent_started"], v["agent_serving"])
         self.agent().create_sandbox(self.id, self.id[:63], [{
             "driver": "9p", "source": SHARED_FS_TAG, "fstype": "9p", "mount_point": GUEST_SHARED_DIR,
             "options": ["trans=virtio", "version=9p2000.L", f"msize={hv.msize_9p}", "cache=mmap"]}])
+        phase("sandbox_created")
 
     def _wait_agent(self, vm: QemuVM) -> None:
         """Poll the agent until it answers; fail fast if QEMU dies, else after dial_timeout."""

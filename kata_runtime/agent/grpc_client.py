@@ -95,7 +95,9 @@ class GrpcAgentClient:
 
     def version(self) -> dict[str, str]:
         r = self._rpc("Version", pb.CheckRequest(), "version")
-        return {"grpc": r.grpc_version, "agent": r.agent_version, "kernel": r.kernel_release}
+        return {"grpc": r.grpc_version, "agent": r.agent_version, "kernel": r.kernel_release,
+                "root_ready": f"{r.root_ready_uptime:.3f}", "agent_started": f"{r.agent_started_uptime:.3f}",
+                "agent_serving": f"{r.agent_serving_uptime:.3f}"}
 
     def close(self) -> None:
         self.channel.close()

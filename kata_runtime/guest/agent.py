@@ -42,7 +42,19 @@ def find_port(name: str, timeout: float = 10.0) -> str:
         time.sleep(0.01)
 
 
+def uptime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+BOOT_STAMPS: dict[str, float] = {}
+
+
 def main() -> None:
+    BOOT_STAMPS["agent_started"] = uptime()
+    try:
+        BOOT_STAMPS["root_ready"] = float(Path("/run/kata-boot-root-ready").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
     opts = _cmdline()
     logging.basicConfig(stream=sys.stderr, format="kata-agent: %(levelname)s %(message)s",
                         level=logging.DEBUG if opts.get("agent.log") == "debug" else logging.WARNING)
@@ -69,8 +81,9 @@ def main() -> None:
     pb_grpc.add_AgentServiceServicer_to_server(AgentService(containers, channel), grpc_server)
     grpc_server.add_insecure_port(f"unix:{GRPC_SOCKET}")
     grpc_server.start()
-    log.debug("serving on %s via %s", port, GRPC_SOCKET)
     run_in_thread(channel)
+    BOOT_STAMPS["agent_serving"] = uptime()
+    log.debug("serving on %s via %s", port, GRPC_SOCKET)
     # The server object must stay referenced (garbage collection would stop it): block here.
     while True:
         time.sleep(3600)

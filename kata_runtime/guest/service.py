@@ -144,6 +144,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
         return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)
 
     def Version(self, request: Any, context: Any) -> Any:
-        return pb.VersionCheckResponse(grpc_version=grpc.__version__, agent_version=__version__,
-                                       kernel_release=platform.release())
+        from kata_runtime.guest.agent import BOOT_STAMPS
+
+        return pb.VersionCheckResponse(
+            grpc_version=grpc.__version__, agent_version=__version__, kernel_release=platform.release(),
+            root_ready_uptime=BOOT_STAMPS.get("root_ready", 0.0),
+            agent_started_uptime=BOOT_STAMPS.get("agent_started", 0.0),
+            agent_serving_uptime=BOOT_STAMPS.get("agent_serving", 0.0))
 
