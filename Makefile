@@ -12,7 +12,7 @@ demo: setup
 	tests/demo.sh
 
 test: setup lint
-	$(PY) -m pytest -q tests/unit tests/oci
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/oci
 
 unit:
 	$(PY) -m pytest -q tests/unit

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from kata_runtime import daemons, mounts
-from kata_runtime.phases import phase
 from kata_runtime.config import Config
 from kata_runtime.errors import AgentError, HypervisorError, KataError
 from kata_runtime.hypervisor.qemu import SHARED_FS_TAG, QemuVM
+from kata_runtime.phases import phase
 from kata_runtime.store import SandboxRecord, SandboxStore
 
 log = logging.getLogger(__name__)

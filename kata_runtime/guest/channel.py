@@ -260,8 +260,8 @@ class ChannelServer:
                     self.sel.register(fd, selectors.EVENT_READ, ("out", st))
             self._maybe_exit(proc)
             return
-        proc = st.proc
-        if proc is None:
+        attached = st.proc
+        if attached is None:
             return
         if mtype == shimproto.STDIN:
             if not st.stdin_eof:
@@ -272,9 +272,9 @@ class ChannelServer:
                 self._close_stdin(st)
         elif mtype == shimproto.SIGNAL:
             signo = shimproto.parse_u32(payload)
-            if not proc.exited.is_set():
+            if not attached.exited.is_set():
                 try:
-                    os.kill(proc.pid, signo)
+                    os.kill(attached.pid, signo)
                 except (ProcessLookupError, PermissionError):
                     pass
         elif mtype == shimproto.RESIZE:

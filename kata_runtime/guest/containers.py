@@ -160,7 +160,12 @@ class Containers:
                                      stdin=in_r, stdout=out_w, stderr=err_w, close_fds=True)
             done = threading.Event()
             result: list[int] = []
-            self.reaper.on_exit(runc.pid, lambda _p, s: (result.append(s), done.set()))
+
+            def finished(_pid: int, status: int) -> None:
+                result.append(status)
+                done.set()
+
+            self.reaper.on_exit(runc.pid, finished)
             done.wait()
         finally:
             for fd in (in_r, out_w, err_w):

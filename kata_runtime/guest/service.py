@@ -105,7 +105,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
         return self._call(context, do)
 
     def StartContainer(self, request: Any, context: Any) -> Any:
-        return self._call(context, lambda: (self.containers.start(request.container_id), pb.Empty())[1])
+        def do() -> Any:
+            self.containers.start(request.container_id)
+            return pb.Empty()
+        return self._call(context, do)
 
     def RemoveContainer(self, request: Any, context: Any) -> Any:
         def do() -> Any:
@@ -134,10 +137,16 @@ class AgentService(pb_grpc.AgentServiceServicer):
             process_list=json.dumps(self.containers.ps(request.container_id)).encode()))
 
     def PauseContainer(self, request: Any, context: Any) -> Any:
-        return self._call(context, lambda: (self.containers.pause(request.container_id), pb.Empty())[1])
+        def do() -> Any:
+            self.containers.pause(request.container_id)
+            return pb.Empty()
+        return self._call(context, do)
 
     def ResumeContainer(self, request: Any, context: Any) -> Any:
-        return self._call(context, lambda: (self.containers.resume(request.container_id), pb.Empty())[1])
+        def do() -> Any:
+            self.containers.resume(request.container_id)
+            return pb.Empty()
+        return self._call(context, do)
 
     # -- health -------------------------------------------------------------------------------------
     def Check(self, request: Any, context: Any) -> Any:

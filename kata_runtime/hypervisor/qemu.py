@@ -111,8 +111,7 @@ class QemuVM:
 
     def launch(self) -> int:
         self.check_files()
-        res = subprocess.run(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, timeout=60)
+        res = subprocess.run(self.argv(), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
         if res.returncode != 0:
             err = (res.stderr or res.stdout).decode(errors="replace").strip().splitlines()
             raise HypervisorError(f"QEMU failed to start: {err[-1] if err else f'exit {res.returncode}'}")

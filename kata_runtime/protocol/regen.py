@@ -20,7 +20,7 @@ def generate(out_dir: Path) -> None:
     from grpc_tools import protoc  # dev dependency only
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rc = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out_dir}",
+    rc = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
                       f"--grpc_python_out={out_dir}", str(PROTO_DIR / "agent.proto")])
     if rc != 0:
         raise SystemExit(f"protoc failed with status {rc}")

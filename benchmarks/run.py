@@ -1,0 +1,890 @@
+#!/usr/bin/env python3
+"""Start time and memory of kata-runtime, beside a bare boot of the same guest and beside runc.
+
+    python benchmarks/run.py [--short] [--repeat N] [--json FILE] [--markdown FILE]
+
+In one run, interleaved (bare, kata, runc, bare, kata, runc, ...) so that machine noise hits all
+three alike, N times:
+
+1. bare boot-and-exit: QEMU with the runtime's own argv (``QemuVM.argv()`` of the installed
+   configuration, without ``-daemonize``) plus the kernel parameter ``kata.bare=1``: the guest's
+   /init prints ``KATA_BARE_BOOT_DONE`` where it would start the agent, and powers off;
+2. ``kata-runtime run`` of ``true`` in a busybox bundle, with the runtime's debug phase lines
+   (``phase <name> <seconds since the CLI started>`` and ``guest boot <key> <uptime> ...``);
+3. ``runc run`` of the same bundle.
+
+Then the memory of one idle container (``create`` + ``start`` of ``sleep 1000``): PSS and RSS of
+QEMU, kata-proxy and kata-shim, the peak RSS of the kata-runtime CLI during ``create``, and the PSS
+of a bare ``python -S`` sleeping, for comparison. Everything it starts is killed and deleted at the
+end, also on failure or Ctrl-C. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # kata_runtime from this tree when the venv does not have it
+
+MB = 1_000_000  # memory is reported in MB = 10^6 bytes
+BARE_MARK = b"KATA_BARE_BOOT_DONE"
+PHASE_RE = re.compile(r"\bphase ([A-Za-z_]\w*) (-?[0-9]+(?:\.[0-9]+)?)\b")
+GUEST_RE = re.compile(r"\bguest boot ((?:[A-Za-z_]\w* -?[0-9.]+\s*)+)")
+QEMU_UP_RE = re.compile(r"QEMU up in ([0-9.]+)\s*s")
+PHASE_NAMES = ("qemu_launched", "agent_ready", "sandbox_created", "container_created", "container_started",
+               "workload_exited", "deleted")
+
+# Goals (the issue) and the peer: Kata Containers 1.12.1 (Go) on this machine (DESIGN.md section 10).
+GOAL_RATIO = 1.3
+GOAL_SHIM_PSS_MB = 6.0
+GOAL_PROXY_PSS_MB = 4.5
+PEER = {
+    "kata_run": "9.3 s min (pc; 8.3 s q35)",
+    "ratio_bare": "2.2x",
+    "runc_run": "0.4 s (docker run --rm, runc)",
+    "cli_setup": "",
+    "qemu_launch": "0.3 s",
+    "guest_to_agent": "5.3 s (guest boot and modules)",
+    "agent_serving": "1.2 s (agent start)",
+    "create_sandbox": "0.3 s",
+    "create_container": "3.1 s",
+    "start_container": "0.2 s",
+    "qemu_mem": "347 MB RSS (512 MB guest)",
+    "proxy_mem": "3.7 MB PSS",
+    "shim_mem": "11.7 MB PSS",
+    "cli_mem": "27.5 MB RSS",
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP: unwind through the finally blocks like Ctrl-C."""
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return statistics.median(v) if v else None
+
+
+def minimum(values: Iterable[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return min(v) if v else None
+
+
+def diff(a: float | None, b: float | None) -> float | None:
+    """a - b, or None when either is unknown."""
+    return None if a is None or b is None else round(a - b, 3)
+
+
+def fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def fmt_mb(v: float | None) -> str:
+    return "-" if v is None else f"{v / MB:.1f} MB"
+
+
+def tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(t.strip() for t in text[-lines:] if t.strip())
+
+
+# ---------------------------------------------------------------------------------------- our processes
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except (psutil.Error, OSError):
+        return []
+
+
+def _has_pair(argv: list[str], flag: str, value: str) -> bool:
+    return any(a == flag and b == value for a, b in zip(argv, argv[1:], strict=False)) or f"{flag}={value}" in argv
+
+
+def find_ours(cid: str) -> dict[str, list[psutil.Process]]:
+    """QEMU (-name sandbox-<id>), kata-proxy (--sandbox <id>), kata-shim (--container <id>) of ``cid``."""
+    found: dict[str, list[psutil.Process]] = {"qemu": [], "kata-proxy": [], "kata-shim": []}
+    me = os.getpid()
+    for p in psutil.process_iter():
+        if p.pid == me:
+            continue
+        argv = _cmdline(p)
+        if not argv:
+            continue
+        joined = " ".join(argv) + " "
+        if f"sandbox-{cid} " in joined and "qemu" in joined:
+            found["qemu"].append(p)
+        elif any("kata-proxy" in a for a in argv[:3]) and _has_pair(argv, "--sandbox", cid):
+            found["kata-proxy"].append(p)
+        elif any("kata-shim" in a for a in argv[:3]) and _has_pair(argv, "--container", cid):
+            found["kata-shim"].append(p)
+    return found
+
+
+def mounts_matching(needles: Iterable[str]) -> list[str]:
+    """Mount points (from /proc/self/mountinfo) whose path contains any of ``needles``."""
+    needles = [n for n in needles if n]
+    out = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ")
+                if any(n in point for n in needles):
+                    out.append(point)
+    except OSError:
+        pass
+    return out
+
+
+def kill_procs(procs: Iterable[psutil.Process]) -> None:
+    procs = list(procs)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+# -------------------------------------------------------------------------------------------- clean-up
+
+@dataclasses.dataclass
+class Tracker:
+    """Everything this run created, so that ``cleanup`` can remove it whatever happened."""
+
+    work: Path
+    runtime: str
+    runc: str
+    kata_root: Path
+    runc_root: Path
+    kata_ids: list[str] = dataclasses.field(default_factory=list)
+    runc_ids: list[str] = dataclasses.field(default_factory=list)
+    bare_names: list[str] = dataclasses.field(default_factory=list)
+    children: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+
+    def _quiet(self, argv: list[str], timeout: float) -> int | None:
+        try:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=timeout).returncode
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    def leftovers(self) -> list[str]:
+        """Processes and mounts of ours that still exist, in words."""
+        out = []
+        for cid in self.kata_ids + self.bare_names:
+            for role, procs in find_ours(cid).items():
+                out += [f"{role} pid {p.pid} of {cid}" for p in procs]
+        out += [f"mount {m}" for m in mounts_matching([str(self.work)] + self.kata_ids + self.runc_ids)]
+        return out
+
+    def cleanup(self) -> list[str]:
+        """Kill and delete everything; returns what had to be removed by force (should be empty)."""
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
+        try:
+            for child in self.children:
+                if child.poll() is None:
+                    child.kill()
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            for cid in self.kata_ids:
+                if (self.kata_root / "sbs" / cid).exists() or any(find_ours(cid).values()):
+                    self._quiet([self.runtime, "--root", str(self.kata_root), "kill", cid, "KILL"], 30)
+                    self._quiet([self.runtime, "--root", str(self.kata_root), "delete", "--force", cid], 60)
+            for cid in self.runc_ids:
+                if (self.runc_root / cid).exists():
+                    self._quiet([self.runc, "--root", str(self.runc_root), "delete", "--force", cid], 30)
+            forced = self.leftovers()
+            for cid in self.kata_ids + self.bare_names:
+                kill_procs(p for procs in find_ours(cid).values() for p in procs)
+            for point in reversed(mounts_matching([str(self.work)] + self.kata_ids + self.runc_ids)):
+                self._quiet(["umount", "-l", point], 10)
+            for cid in self.kata_ids:  # the runtime's shared directory, outside our work dir
+                shared = Path("/run/kata-containers/shared/sandboxes") / cid
+                if shared.is_dir() and not mounts_matching([str(shared)]):
+                    shutil.rmtree(shared, ignore_errors=True)
+            if not mounts_matching([str(self.work)]):
+                shutil.rmtree(self.work, ignore_errors=True)
+            else:
+                forced.append(f"{self.work} kept: mounts remain under it")
+            return forced
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
+# ---------------------------------------------------------------------------------------------- bundle
+
+def make_bundle(path: Path, args: list[str], rootfs: Path | None, runc: str) -> None:
+    """A busybox bundle: rootfs/bin/busybox + applet links (or a copy of ``rootfs``), runc's spec."""
+    path.mkdir(parents=True)
+    root = path / "rootfs"
+    if rootfs is not None:
+        shutil.copytree(rootfs, root, symlinks=True)
+    else:
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        (root / "bin").mkdir(parents=True)
+        shutil.copy2(busybox, root / "bin" / "busybox")
+        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout.split()
+        for applet in applets or ["sh", "true", "sleep"]:
+            if applet != "busybox":
+                (root / "bin" / applet).symlink_to("busybox")
+        # mount points must exist: the spec's root is read-only (runc spec's default)
+        for d in ("proc", "sys", "dev", "tmp", "etc", "run", "root"):
+            (root / d).mkdir()
+    subprocess.run([runc, "spec", "--bundle", str(path)], check=True)
+    spec_path = path / "config.json"
+    spec = json.loads(spec_path.read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = args
+    spec_path.write_text(json.dumps(spec, indent=1))
+
+
+# ----------------------------------------------------------------------------------------- bare boot
+
+def bare_argv(name: str, vm_dir: Path, shared: Path) -> tuple[list[str], Path, str, str]:
+    """The runtime's own QEMU argv for a sandbox, with kata.bare=1 and in the foreground.
+
+    Returns (argv, console log path, accel, why that accel)."""
+    from kata_runtime.config import load_config
+    from kata_runtime.hypervisor.qemu import QemuVM
+
+    try:
+        from kata_runtime.sandbox import choose_accel
+    except ImportError:  # pragma: no cover - depends on the tree
+        def choose_accel(cfg: Any) -> tuple[str, str]:
+            from kata_runtime.hypervisor.accel import choose_accel as probe
+            hv = cfg.hypervisor
+            return probe(hv.accel, hv.path, hv.kernel, hv.initrd)
+
+    cfg = load_config()
+    accel, why = choose_accel(cfg)
+    hv = dataclasses.replace(cfg.hypervisor, kernel_params=f"{cfg.hypervisor.kernel_params} kata.bare=1".strip())
+    vm = QemuVM(name, hv, vm_dir, accel, shared)
+    argv: list[str] = []
+    skip = False
+    for a in vm.argv():
+        if skip:
+            skip = False
+        elif a == "-daemonize":
+            continue
+        elif a == "-pidfile":
+            skip = True
+        else:
+            argv.append(a)
+    return argv, vm.paths.console, accel, why
+
+
+def bare_boot(tr: Tracker, idx: int, timeout: float) -> dict[str, Any]:
+    name = f"bench{os.getpid()}-bare{idx}"
+    tr.bare_names.append(name)
+    vm_dir = tr.work / name
+    shared = tr.work / f"{name}-shared"
+    vm_dir.mkdir()
+    shared.mkdir()
+    argv, console, _, _ = bare_argv(name, vm_dir, shared)
+    out = vm_dir / "qemu.out"
+    res: dict[str, Any] = {"ok": False, "to_marker": None, "to_exit": None}
+    with open(out, "wb") as outf:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=outf, stderr=outf, start_new_session=True)
+    tr.children.append(proc)
+    seen = b""
+    con: IO[bytes] | None = None
+    try:
+        while True:
+            rc = proc.poll()
+            now = time.monotonic() - t0
+            if res["to_marker"] is None:
+                if con is None and console.exists():
+                    con = open(console, "rb")  # closed in finally
+                if con is not None:
+                    seen = (seen + con.read())[-4096:]
+                    if BARE_MARK in seen:
+                        res["to_marker"] = round(now, 3)
+            if rc is not None:
+                res["to_exit"] = round(now, 3)
+                break
+            if now > timeout:
+                proc.kill()
+                proc.wait()
+                res["error"] = f"timeout after {timeout:g} s"
+                break
+            time.sleep(0.005)
+    finally:
+        if con is not None:
+            con.close()
+    if res["to_marker"] is None and console.exists() and BARE_MARK in console.read_bytes():
+        res["to_marker"] = res["to_exit"]
+    res["ok"] = res["to_marker"] is not None and "error" not in res
+    if not res["ok"]:
+        res.setdefault("error", f"no {BARE_MARK.decode()} (console: {tail(console)!r}; qemu: {tail(out)!r})")
+    shutil.rmtree(vm_dir, ignore_errors=True)
+    shutil.rmtree(shared, ignore_errors=True)
+    return res
+
+
+# ---------------------------------------------------------------------------------------- kata and runc
+
+def parse_runtime_log(path: Path) -> tuple[dict[str, float], dict[str, float], float | None, list[str]]:
+    """(phases, guest boot stamps, QEMU launch time, the matching messages) from a runtime log."""
+    phases: dict[str, float] = {}
+    guest: dict[str, float] = {}
+    qemu_up: float | None = None
+    lines: list[str] = []
+    try:
+        raw = path.read_text(errors="replace").splitlines()
+    except OSError:
+        raw = []
+    for line in raw:
+        msg = line
+        try:
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                msg = str(obj.get("msg", line))
+        except ValueError:
+            pass
+        m = PHASE_RE.search(msg)
+        if m:
+            phases.setdefault(m.group(1), float(m.group(2)))
+            lines.append(msg)
+            continue
+        m = GUEST_RE.search(msg)
+        if m:
+            words = m.group(1).split()
+            for key, val in zip(words[::2], words[1::2], strict=False):
+                try:
+                    guest[key] = float(val)
+                except ValueError:
+                    pass
+            lines.append(msg)
+            continue
+        m = QEMU_UP_RE.search(msg)
+        if m and qemu_up is None:
+            qemu_up = float(m.group(1))
+            lines.append(msg)
+    return phases, guest, qemu_up, lines
+
+
+def split_phases(wall: float, ph: dict[str, float], guest: dict[str, float],
+                 qemu_up: float | None) -> dict[str, float | None]:
+    """Durations of each step of a ``kata-runtime run``, in seconds (None: not in the log)."""
+    launched = ph.get("qemu_launched")
+    root = guest.get("root_mounted", guest.get("root_ready"))
+    if root is not None and root <= 0:
+        root = None  # an older guest /init that does not stamp it
+    started = guest.get("agent_started")
+    serving = guest.get("agent_serving")
+    return {
+        "cli_setup": diff(launched, qemu_up),
+        "qemu_launch": qemu_up,
+        "guest_to_agent": started,
+        "guest_to_root": root,
+        "root_to_agent": diff(started, root),
+        "agent_serving": diff(serving, started),
+        "agent_noticed": diff(diff(ph.get("agent_ready"), launched), serving),
+        "agent_ready_total": diff(ph.get("agent_ready"), launched),
+        "create_sandbox": diff(ph.get("sandbox_created"), ph.get("agent_ready")),
+        "create_container": diff(ph.get("container_created"), ph.get("sandbox_created")),
+        "start_container": diff(ph.get("container_started"), ph.get("container_created")),
+        "workload": diff(ph.get("workload_exited"), ph.get("container_started")),
+        "delete": diff(ph.get("deleted"), ph.get("workload_exited")),
+        "exit": diff(wall, ph.get("deleted")),
+    }
+
+
+def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, Any]:
+    cid = f"bench{os.getpid()}-k{idx}"
+    tr.kata_ids.append(cid)
+    logf = tr.work / f"{cid}.log"
+    outf = tr.work / f"{cid}.out"
+    argv = [tr.runtime, "--root", str(tr.kata_root), "--debug", "--log", str(logf), "--log-format", "json",
+            "run", "--bundle", str(bundle), cid]
+    res: dict[str, Any] = {"id": cid, "ok": False}
+    with open(outf, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        tr.children.append(proc)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+            res["error"] = f"timeout after {timeout:g} s"
+        wall = time.monotonic() - t0
+    phases, guest, qemu_up, lines = parse_runtime_log(logf)
+    res.update(wall=round(wall, 3), rc=rc, phases=phases, guest=guest, qemu_up=qemu_up,
+               durations=split_phases(wall, phases, guest, qemu_up), log_lines=lines)
+    left = [f"{role} pid {p.pid}" for role, procs in find_ours(cid).items() for p in procs]
+    if left:
+        res["left_behind"] = left
+    if rc != 0 and "error" not in res:
+        res["error"] = f"exit status {rc}: {tail(outf)}"
+    res["ok"] = rc == 0 and not left
+    return res
+
+
+def runc_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, Any]:
+    cid = f"bench{os.getpid()}-r{idx}"
+    tr.runc_ids.append(cid)
+    outf = tr.work / f"{cid}.out"
+    argv = [tr.runc, "--root", str(tr.runc_root), "run", "--bundle", str(bundle), cid]
+    res: dict[str, Any] = {"id": cid, "ok": False}
+    with open(outf, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        tr.children.append(proc)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+            res["error"] = f"timeout after {timeout:g} s"
+        res["wall"] = round(time.monotonic() - t0, 3)
+    res["rc"] = rc
+    if rc != 0 and "error" not in res:
+        res["error"] = f"exit status {rc}: {tail(outf)}"
+    res["ok"] = rc == 0
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Fields of /proc/PID/smaps_rollup in bytes (Rss, Pss, Pss_Anon, Pss_File, ...)."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def top_mappings(pid: int, n: int = 6) -> list[tuple[str, int]]:
+    """The ``n`` mappings (by file, or [heap]/[anon]/[stack]) with the most PSS, in bytes."""
+    per: dict[str, int] = {}
+    name = "[anon]"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                first = line.split(maxsplit=5)
+                if first and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", first[0]):
+                    name = first[5].strip() if len(first) > 5 else "[anon]"
+                elif first and first[0] == "Pss:":
+                    per[name] = per.get(name, 0) + int(first[1]) * 1024
+    except OSError:
+        return []
+    return sorted(per.items(), key=lambda kv: -kv[1])[:n]
+
+
+def mem_of(p: psutil.Process) -> dict[str, Any]:
+    roll = smaps_rollup(p.pid)
+    try:
+        full = p.memory_full_info()
+        pss, rss, uss = int(full.pss), int(full.rss), int(full.uss)
+    except (psutil.Error, AttributeError):
+        pss, rss, uss = roll.get("Pss", 0), roll.get("Rss", 0), 0
+    return {"pid": p.pid, "pss": pss, "rss": rss, "uss": uss,
+            "pss_anon": roll.get("Pss_Anon"), "pss_file": roll.get("Pss_File"),
+            "top": top_mappings(p.pid), "cmdline": " ".join(_cmdline(p))[:300]}
+
+
+def run_tracking_peak(argv: list[str], out: Path, timeout: float) -> tuple[int, int, int]:
+    """Run ``argv`` (stdout/stderr to ``out``); (exit status, its own peak RSS (VmHWM, polled), the
+    ru_maxrss of wait4, which also covers the children it reaped), in bytes."""
+    with open(out, "ab") as f:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True)
+    hwm = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with open(f"/proc/{proc.pid}/status") as st:
+                    for line in st:
+                        if line.startswith("VmHWM:"):
+                            hwm = max(hwm, int(line.split()[1]) * 1024)
+            except OSError:
+                pass
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode, hwm, usage.ru_maxrss * 1024
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{' '.join(argv[-3:])} did not finish within {timeout:g} s")
+            time.sleep(0.01)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+
+
+def python_baseline(python: str, settle: float) -> dict[str, Any]:
+    """PSS of an idle ``python -S`` that only sleeps (same interpreter as the shim)."""
+    proc = subprocess.Popen([python, "-S", "-c", "import time; time.sleep(30)"], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(settle)
+        return mem_of(psutil.Process(proc.pid)) | {"python": python}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float) -> dict[str, Any]:
+    cid = f"bench{os.getpid()}-mem"
+    tr.kata_ids.append(cid)
+    out = tr.work / f"{cid}.out"
+    rt = [tr.runtime, "--root", str(tr.kata_root)]
+    res: dict[str, Any] = {"id": cid, "ok": False, "idle_seconds": idle}
+    rc, hwm, maxrss = run_tracking_peak(rt + ["create", "--bundle", str(bundle), cid], out, timeout)
+    res["cli_create"] = {"rc": rc, "vmhwm": hwm, "wait4_maxrss": maxrss}
+    if rc != 0:
+        res["error"] = f"create: exit status {rc}: {tail(out)}"
+        return res
+    rc, hwm, maxrss = run_tracking_peak(rt + ["start", cid], out, timeout)
+    res["cli_start"] = {"rc": rc, "vmhwm": hwm, "wait4_maxrss": maxrss}
+    if rc != 0:
+        res["error"] = f"start: exit status {rc}: {tail(out)}"
+        return res
+    time.sleep(idle)
+    procs = find_ours(cid)
+    res["processes"] = {role: [mem_of(p) for p in ps] for role, ps in procs.items()}
+    shim_python = next((_cmdline(p)[0] for p in procs["kata-shim"] if _cmdline(p)), sys.executable)
+    res["python_baseline"] = python_baseline(shim_python, min(idle, 2.0))
+    res["load_during"] = loadavg()
+    rc_kill = subprocess.run(rt + ["kill", cid, "KILL"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, timeout=timeout)
+    t_del = time.monotonic()
+    rc_del = subprocess.run(rt + ["delete", cid], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, timeout=timeout)
+    if rc_del.returncode != 0:  # the shim may not have seen the exit yet
+        time.sleep(1)
+        rc_del = subprocess.run(rt + ["delete", "--force", cid], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        res["delete_needed_force"] = True
+    res["kill_rc"], res["delete_rc"] = rc_kill.returncode, rc_del.returncode
+    res["delete_seconds"] = round(time.monotonic() - t_del, 3)
+    deadline = time.monotonic() + 10  # the shim and QEMU may take a moment to go
+    while any(find_ours(cid).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [f"{role} pid {p.pid}" for role, ps in find_ours(cid).items() for p in ps]
+    left += [f"mount {m}" for m in mounts_matching([cid])]
+    res["left_behind"] = left
+    res["ok"] = (rc_kill.returncode == 0 and rc_del.returncode == 0 and not left
+                 and all(procs[r] for r in ("qemu", "kata-proxy", "kata-shim")))
+    if not res["ok"]:
+        res["error"] = (f"kill {rc_kill.returncode} {rc_kill.stderr.decode(errors='replace').strip()}; "
+                        f"delete {rc_del.returncode} {rc_del.stderr.decode(errors='replace').strip()}; "
+                        f"left: {left}; found: { {r: len(ps) for r, ps in procs.items()} }")
+    return res
+
+
+# ------------------------------------------------------------------------------------------- host facts
+
+def host_facts(runtime: str) -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    facts: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "host_kernel": platform.release(),
+                             "mem_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                             "runtime": runtime}
+    try:
+        from kata_runtime.config import load_config
+
+        cfg = load_config()
+        hv = cfg.hypervisor
+        facts.update(config=cfg.source, qemu=hv.path, guest_kernel=hv.kernel, machine=hv.machine_type,
+                     vcpus=hv.default_vcpus, guest_mem_mib=hv.default_memory, cpu_model=hv.cpu_model or "default")
+        ver = subprocess.run([hv.path, "--version"], capture_output=True, text=True).stdout.splitlines()
+        facts["qemu_version"] = ver[0].replace("QEMU emulator version ", "") if ver else "?"
+    except Exception as e:  # noqa: BLE001 - facts are best effort
+        facts["facts_error"] = str(e)
+    try:
+        facts["runc_version"] = subprocess.run(["runc", "--version"], capture_output=True,
+                                               text=True).stdout.split()[2]
+    except (OSError, IndexError):
+        pass
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+def stat_row(values: list[float | None]) -> tuple[float | None, float | None]:
+    return minimum(values), median(values)
+
+
+def verdict(value: float | None, goal: float) -> str:
+    if value is None:
+        return "-"
+    return "met" if value <= goal else f"short by {value - goal:.2f}"
+
+
+def summarize(res: dict[str, Any]) -> dict[str, Any]:
+    bare = [r for r in res["bare"] if r["ok"]]
+    kata = [r for r in res["kata"] if r["ok"]]
+    runc = [r for r in res["runc"] if r["ok"]]
+    s: dict[str, Any] = {
+        "n": {"bare": len(bare), "kata": len(kata), "runc": len(runc), "repeat": res["repeat"]},
+        "bare_marker": stat_row([r["to_marker"] for r in bare]),
+        "bare_exit": stat_row([r["to_exit"] for r in bare]),
+        "kata_run": stat_row([r["wall"] for r in kata]),
+        "runc_run": stat_row([r["wall"] for r in runc]),
+        "phases": {},
+    }
+    for key in split_phases(0.0, {}, {}, None):
+        s["phases"][key] = stat_row([r["durations"].get(key) for r in kata])
+    km, bm, bk, rm = s["kata_run"][1], s["bare_exit"][1], s["bare_marker"][1], s["runc_run"][1]
+    s["ratio_bare_exit"] = round(km / bm, 2) if km and bm else None
+    s["ratio_bare_marker"] = round(km / bk, 2) if km and bk else None
+    s["ratio_runc"] = round(km / rm, 1) if km and rm else None
+    return s
+
+
+def mem_row(mem: dict[str, Any], role: str) -> dict[str, Any] | None:
+    ps = (mem.get("processes") or {}).get(role) or []
+    return ps[0] if ps else None
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    s = res["summary"]
+    f = res["host"]
+    n = s["n"]
+    lines = [
+        f"Host: {f.get('cpu', '?')}, {f.get('cores')} cores, {f.get('mem_total_gib')} GiB; accel "
+        f"{res.get('accel', '?')} (-cpu {f.get('cpu_model', '?')}), QEMU {f.get('qemu_version', '?')}, machine "
+        f"{f.get('machine', '?')}, guest {f.get('vcpus')} vCPU / {f.get('guest_mem_mib')} MiB; host kernel "
+        f"{f.get('host_kernel')}; runc {f.get('runc_version', '?')}. Load average (1/5/15 min) "
+        f"{'/'.join(map(str, res['load_start']))} at start, {'/'.join(map(str, res['load_end']))} at end. "
+        f"{res['finished'][:16].replace('T', ' ')} UTC, {n['repeat']} repetition(s), interleaved "
+        f"(runs that succeeded: bare {n['bare']}, kata {n['kata']}, runc {n['runc']}).",
+        "",
+        "| start time (wall) | min | median | goal | Kata 1.12 (peer) |",
+        "| --- | ---: | ---: | --- | --- |",
+        f"| bare boot: QEMU start → KATA_BARE_BOOT_DONE | {fmt_s(s['bare_marker'][0])} | "
+        f"{fmt_s(s['bare_marker'][1])} | | |",
+        f"| bare boot: QEMU start → QEMU exit | {fmt_s(s['bare_exit'][0])} | {fmt_s(s['bare_exit'][1])} | | |",
+        f"| `kata-runtime run` of `true` | {fmt_s(s['kata_run'][0])} | {fmt_s(s['kata_run'][1])} | "
+        f"≤ {GOAL_RATIO} × bare | {PEER['kata_run']} |",
+        f"| `runc run` of `true` | {fmt_s(s['runc_run'][0])} | {fmt_s(s['runc_run'][1])} | | {PEER['runc_run']} |",
+        f"| kata / bare boot-and-exit (medians) | | {_x(s['ratio_bare_exit'])} | ≤ {GOAL_RATIO}x: "
+        f"{verdict(s['ratio_bare_exit'], GOAL_RATIO)} | {PEER['ratio_bare']} |",
+        f"| kata / bare to marker (medians) | | {_x(s['ratio_bare_marker'])} | | |",
+        f"| kata / runc (medians) | | {_x(s['ratio_runc'])} | | |",
+        "",
+        "| phase of `kata-runtime run` (from its debug log) | min | median | Kata 1.12 (peer) |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    labels = [
+        ("cli_setup", "CLI start → QEMU launched: Python, config, store (less the launch)"),
+        ("qemu_launch", "QEMU launch (`-daemonize` returns)"),
+        ("guest_to_agent", "guest: kernel + /init → agent process started (guest uptime)"),
+        ("guest_to_root", "  of which kernel + modules → root mounted"),
+        ("root_to_agent", "  of which root mounted → agent started"),
+        ("agent_serving", "guest: agent started → serving gRPC (Python + imports)"),
+        ("agent_noticed", "host sees the agent (proxy, poll, first call) beyond that"),
+        ("agent_ready_total", "= QEMU launched → agent ready"),
+        ("create_sandbox", "CreateSandbox (9p mount in the guest)"),
+        ("create_container", "container created (bind rootfs, CreateContainer, shim)"),
+        ("start_container", "container started"),
+        ("workload", "workload `true` ran and exited (seen by the runtime)"),
+        ("delete", "delete (container, sandbox, QEMU, proxy)"),
+        ("exit", "CLI exit (wall − last phase)"),
+    ]
+    for key, label in labels:
+        lo, med = s["phases"].get(key, (None, None))
+        lines.append(f"| {label} | {fmt_s(lo)} | {fmt_s(med)} | {PEER.get(key, '')} |")
+    mem = res.get("memory") or {}
+    lines += ["", f"| memory, idle `sleep` container (MB = 10^6 B; after {mem.get('idle_seconds', '?')} s idle) | "
+              "PSS | RSS | goal (PSS) | Kata 1.12 (peer) |", "| --- | ---: | ---: | --- | --- |"]
+    for role, goal, peer in (("qemu", None, PEER["qemu_mem"]), ("kata-proxy", GOAL_PROXY_PSS_MB, PEER["proxy_mem"]),
+                             ("kata-shim", GOAL_SHIM_PSS_MB, PEER["shim_mem"])):
+        row = mem_row(mem, role)
+        pss = row["pss"] if row else None
+        g = "" if goal is None else f"≤ {goal} MB: {verdict(None if pss is None else pss / MB, goal)}"
+        rss = row["rss"] if row else None
+        lines.append(f"| {role} | {fmt_mb(pss)} | {fmt_mb(rss)} | {g} | {peer} |")
+    base = mem.get("python_baseline")
+    if base:
+        lines.append(f"| baseline: idle `python -S` (sleep only) | {fmt_mb(base['pss'])} | {fmt_mb(base['rss'])} "
+                     "| | |")
+    cli = mem.get("cli_create")
+    if cli:
+        lines.append(f"| kata-runtime CLI during `create`: peak RSS (VmHWM; wait4 maxrss "
+                     f"{fmt_mb(cli['wait4_maxrss'])}) | | {fmt_mb(cli['vmhwm'])} | | {PEER['cli_mem']} |")
+    split = []
+    for role in ("kata-shim", "kata-proxy"):
+        row = mem_row(mem, role)
+        if row and row.get("pss_anon") is not None:
+            split.append(f"{role} PSS = {fmt_mb(row['pss_anon'])} anonymous (heap, Python objects) + "
+                         f"{fmt_mb(row['pss_file'])} file-backed (python, libraries, shared with the others)")
+    if base and base.get("pss_anon") is not None:
+        split.append(f"baseline python -S = {fmt_mb(base['pss_anon'])} anonymous + {fmt_mb(base['pss_file'])} "
+                     "file-backed")
+    if split:
+        lines += ["", "; ".join(split) + "."]
+    if mem.get("error"):
+        lines += ["", f"Memory measurement problem: {mem['error']}"]
+    left = res.get("left_behind") or []
+    lines += ["", "Clean-up: " + ("nothing of ours was left behind." if not left else
+                                   f"had to remove by force: {', '.join(left)}.")]
+    errs = [f"{k} #{i + 1}: {r['error']}" for k in ("bare", "kata", "runc") for i, r in enumerate(res[k])
+            if r.get("error")]
+    if errs:
+        lines += ["", "Failed runs: " + "; ".join(errs)]
+    return "\n".join(lines) + "\n"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--short", action="store_true", help="one repetition (CI; under 2 minutes)")
+    ap.add_argument("--repeat", type=int, default=None, help="repetitions of each start-time run (default 5)")
+    ap.add_argument("--json", type=Path, help="write all raw numbers here")
+    ap.add_argument("--markdown", type=Path, help="write the table here")
+    ap.add_argument("--runtime", default="", help="kata-runtime to measure (default /opt/kata-dev/bin/kata-runtime,"
+                    " else from PATH)")
+    ap.add_argument("--runc", default=shutil.which("runc") or "/usr/bin/runc", help="runc binary")
+    ap.add_argument("--idle", type=float, default=None, help="seconds to let the idle container settle "
+                    "before measuring memory (default 5; 3 with --short)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    args = ap.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.short else 5
+    if args.idle is None:
+        args.idle = 3.0 if args.short else 5.0
+    if not args.runtime:
+        default = Path("/opt/kata-dev/bin/kata-runtime")
+        args.runtime = str(default) if default.exists() else (shutil.which("kata-runtime") or "kata-runtime")
+    return args
+
+
+def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
+            progress: Callable[[str], None] = say) -> None:
+    bundle_true = tr.work / "bundle-true"
+    bundle_sleep = tr.work / "bundle-sleep"
+    make_bundle(bundle_true, ["true"], None, tr.runc)
+    make_bundle(bundle_sleep, ["sleep", "1000"], bundle_true / "rootfs", tr.runc)
+    _, _, res["accel"], res["accel_why"] = bare_argv("probe", tr.work / "probe", tr.work / "probe-shared")
+    for i in range(args.repeat):
+        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("bare", lambda: bare_boot(tr, i, args.timeout)),
+            ("kata", lambda: kata_run(tr, bundle_true, i, args.timeout)),
+            ("runc", lambda: runc_run(tr, bundle_true, i, args.timeout)),
+        ]
+        for kind, step in steps:
+            load = loadavg()
+            r = step()
+            r["load"] = load
+            res[kind].append(r)
+            shown = (f"marker {fmt_s(r['to_marker'])}, exit {fmt_s(r['to_exit'])}" if kind == "bare"
+                     else fmt_s(r.get("wall")))
+            progress(f"{i + 1}/{args.repeat} {kind}: {shown}" + ("" if r["ok"] else f" FAILED: {r.get('error')}"))
+            if kind == "kata" and i == 0 and not r["phases"]:
+                progress("no 'phase' lines in the runtime's debug log: phases will show as '-'")
+    if not args.no_memory:
+        progress(f"memory: create + start of sleep 1000, {args.idle:g} s idle")
+        res["memory"] = memory_idle(tr, bundle_sleep, args.idle, args.timeout)
+        if not res["memory"]["ok"]:
+            progress(f"memory measurement problem: {res['memory'].get('error')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("benchmarks/run.py: needs root (QEMU's shared mounts, runc)", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    work = Path(tempfile.mkdtemp(prefix="kata-bench."))
+    tr = Tracker(work=work, runtime=args.runtime, runc=args.runc, kata_root=work / "kata-root",
+                 runc_root=work / "runc-root")
+    res: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
+                           "short": args.short, "load_start": loadavg(), "host": host_facts(args.runtime),
+                           "bare": [], "kata": [], "runc": [], "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
+    status = 0
+    say(f"work dir {work}; load {res['load_start']}; {args.repeat} repetition(s)")
+    try:
+        measure(args, tr, res)
+    except (KeyboardInterrupt, Interrupted) as e:
+        say(f"interrupted ({e or 'Ctrl-C'}): cleaning up")
+        res["interrupted"] = True
+        status = 130
+    except Exception as e:  # noqa: BLE001 - report, clean up, exit non-zero
+        say(f"error: {type(e).__name__}: {e}")
+        res["error"] = f"{type(e).__name__}: {e}"
+        status = 1
+    finally:
+        res["left_behind"] = tr.cleanup()
+        remaining = tr.leftovers()
+        if remaining:
+            res["still_left"] = remaining
+            say(f"STILL LEFT after clean-up: {remaining}")
+    res["load_end"] = loadavg()
+    res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    res["summary"] = summarize(res)
+    md = render_markdown(res)
+    print(md)
+    if args.markdown:
+        args.markdown.write_text(md)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+    if status == 0:
+        s = res["summary"]["n"]
+        mem_ok = args.no_memory or (res.get("memory") or {}).get("ok", False)
+        if not (s["bare"] and s["kata"] and s["runc"] and mem_ok) or res["left_behind"]:
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
