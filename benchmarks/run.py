@@ -133,7 +133,8 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 
 def _has_pair(argv: list[str], flag: str, value: str) -> bool:
-    return any(a == flag and b == value for a, b in zip(argv, argv[1:], strict=False)) or f"{flag}={value}" in argv
+    pairs = zip(argv, argv[1:], strict=False)
+    return any(a == flag and b == value for a, b in pairs) or f"{flag}={value}" in argv
 
 
 def find_ours(cid: str) -> dict[str, list[psutil.Process]]:
@@ -285,17 +286,18 @@ def bare_argv(name: str, vm_dir: Path, shared: Path) -> tuple[list[str], Path, s
     from kata_runtime.config import load_config
     from kata_runtime.hypervisor.qemu import QemuVM
 
+    cfg = load_config()
     try:
         from kata_runtime.sandbox import choose_accel
-    except ImportError:  # pragma: no cover - depends on the tree
-        def choose_accel(cfg: Any) -> tuple[str, str]:
-            from kata_runtime.hypervisor.accel import choose_accel as probe
-            hv = cfg.hypervisor
-            return probe(hv.accel, hv.path, hv.kernel, hv.initrd)
 
-    cfg = load_config()
-    accel, why = choose_accel(cfg)
-    hv = dataclasses.replace(cfg.hypervisor, kernel_params=f"{cfg.hypervisor.kernel_params} kata.bare=1".strip())
+        accel, why = choose_accel(cfg)
+    except ImportError:  # the runtime's own choice moved: ask the probe directly
+        from kata_runtime.hypervisor.accel import choose_accel as probe
+
+        h = cfg.hypervisor
+        accel, why = probe(h.accel, h.path, h.kernel, h.initrd)
+    params = f"{cfg.hypervisor.kernel_params} kata.bare=1".strip()
+    hv = dataclasses.replace(cfg.hypervisor, kernel_params=params)
     vm = QemuVM(name, hv, vm_dir, accel, shared)
     argv: list[str] = []
     skip = False
@@ -323,7 +325,8 @@ def bare_boot(tr: Tracker, idx: int, timeout: float) -> dict[str, Any]:
     res: dict[str, Any] = {"ok": False, "to_marker": None, "to_exit": None}
     with open(out, "wb") as outf:
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=outf, stderr=outf, start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=outf, stderr=outf,
+                                start_new_session=True)
     tr.children.append(proc)
     seen = b""
     con: IO[bytes] | None = None
@@ -439,7 +442,8 @@ def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, A
     res: dict[str, Any] = {"id": cid, "ok": False}
     with open(outf, "wb") as out:
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
         tr.children.append(proc)
         try:
             rc = proc.wait(timeout=timeout)
@@ -468,7 +472,8 @@ def runc_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, A
     res: dict[str, Any] = {"id": cid, "ok": False}
     with open(outf, "wb") as out:
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
         tr.children.append(proc)
         try:
             rc = proc.wait(timeout=timeout)
@@ -638,7 +643,8 @@ def host_facts(runtime: str) -> dict[str, Any]:
         cfg = load_config()
         hv = cfg.hypervisor
         facts.update(config=cfg.source, qemu=hv.path, guest_kernel=hv.kernel, machine=hv.machine_type,
-                     vcpus=hv.default_vcpus, guest_mem_mib=hv.default_memory, cpu_model=hv.cpu_model or "default")
+                     vcpus=hv.default_vcpus, guest_mem_mib=hv.default_memory,
+                     cpu_model=hv.cpu_model or "default")
         ver = subprocess.run([hv.path, "--version"], capture_output=True, text=True).stdout.splitlines()
         facts["qemu_version"] = ver[0].replace("QEMU emulator version ", "") if ver else "?"
     except Exception as e:  # noqa: BLE001 - facts are best effort
@@ -695,8 +701,8 @@ def render_markdown(res: dict[str, Any]) -> str:
     n = s["n"]
     lines = [
         f"Host: {f.get('cpu', '?')}, {f.get('cores')} cores, {f.get('mem_total_gib')} GiB; accel "
-        f"{res.get('accel', '?')} (-cpu {f.get('cpu_model', '?')}), QEMU {f.get('qemu_version', '?')}, machine "
-        f"{f.get('machine', '?')}, guest {f.get('vcpus')} vCPU / {f.get('guest_mem_mib')} MiB; host kernel "
+        f"{res.get('accel', '?')} (-cpu {f.get('cpu_model', '?')}), QEMU {f.get('qemu_version', '?')}, "
+        f"machine {f.get('machine', '?')}, guest {f.get('vcpus')} vCPU / {f.get('guest_mem_mib')} MiB; host kernel "
         f"{f.get('host_kernel')}; runc {f.get('runc_version', '?')}. Load average (1/5/15 min) "
         f"{'/'.join(map(str, res['load_start']))} at start, {'/'.join(map(str, res['load_end']))} at end. "
         f"{res['finished'][:16].replace('T', ' ')} UTC, {n['repeat']} repetition(s), interleaved "
@@ -706,10 +712,12 @@ def render_markdown(res: dict[str, Any]) -> str:
         "| --- | ---: | ---: | --- | --- |",
         f"| bare boot: QEMU start → KATA_BARE_BOOT_DONE | {fmt_s(s['bare_marker'][0])} | "
         f"{fmt_s(s['bare_marker'][1])} | | |",
-        f"| bare boot: QEMU start → QEMU exit | {fmt_s(s['bare_exit'][0])} | {fmt_s(s['bare_exit'][1])} | | |",
+        f"| bare boot: QEMU start → QEMU exit | {fmt_s(s['bare_exit'][0])} | "
+        f"{fmt_s(s['bare_exit'][1])} | | |",
         f"| `kata-runtime run` of `true` | {fmt_s(s['kata_run'][0])} | {fmt_s(s['kata_run'][1])} | "
         f"≤ {GOAL_RATIO} × bare | {PEER['kata_run']} |",
-        f"| `runc run` of `true` | {fmt_s(s['runc_run'][0])} | {fmt_s(s['runc_run'][1])} | | {PEER['runc_run']} |",
+        f"| `runc run` of `true` | {fmt_s(s['runc_run'][0])} | {fmt_s(s['runc_run'][1])} | | "
+        f"{PEER['runc_run']} |",
         f"| kata / bare boot-and-exit (medians) | | {_x(s['ratio_bare_exit'])} | ≤ {GOAL_RATIO}x: "
         f"{verdict(s['ratio_bare_exit'], GOAL_RATIO)} | {PEER['ratio_bare']} |",
         f"| kata / bare to marker (medians) | | {_x(s['ratio_bare_marker'])} | | |",
@@ -738,10 +746,13 @@ def render_markdown(res: dict[str, Any]) -> str:
         lo, med = s["phases"].get(key, (None, None))
         lines.append(f"| {label} | {fmt_s(lo)} | {fmt_s(med)} | {PEER.get(key, '')} |")
     mem = res.get("memory") or {}
-    lines += ["", f"| memory, idle `sleep` container (MB = 10^6 B; after {mem.get('idle_seconds', '?')} s idle) | "
+    idle = mem.get("idle_seconds", "?")
+    lines += ["", f"| memory, idle `sleep` container (MB = 10^6 B; after {idle} s idle) | "
               "PSS | RSS | goal (PSS) | Kata 1.12 (peer) |", "| --- | ---: | ---: | --- | --- |"]
-    for role, goal, peer in (("qemu", None, PEER["qemu_mem"]), ("kata-proxy", GOAL_PROXY_PSS_MB, PEER["proxy_mem"]),
-                             ("kata-shim", GOAL_SHIM_PSS_MB, PEER["shim_mem"])):
+    roles: list[tuple[str, float | None, str]] = [
+        ("qemu", None, PEER["qemu_mem"]), ("kata-proxy", GOAL_PROXY_PSS_MB, PEER["proxy_mem"]),
+        ("kata-shim", GOAL_SHIM_PSS_MB, PEER["shim_mem"])]
+    for role, goal, peer in roles:
         row = mem_row(mem, role)
         pss = row["pss"] if row else None
         g = "" if goal is None else f"≤ {goal} MB: {verdict(None if pss is None else pss / MB, goal)}"
@@ -749,8 +760,8 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {role} | {fmt_mb(pss)} | {fmt_mb(rss)} | {g} | {peer} |")
     base = mem.get("python_baseline")
     if base:
-        lines.append(f"| baseline: idle `python -S` (sleep only) | {fmt_mb(base['pss'])} | {fmt_mb(base['rss'])} "
-                     "| | |")
+        lines.append(f"| baseline: idle `python -S` (sleep only) | {fmt_mb(base['pss'])} | "
+                     f"{fmt_mb(base['rss'])} | | |")
     cli = mem.get("cli_create")
     if cli:
         lines.append(f"| kata-runtime CLI during `create`: peak RSS (VmHWM; wait4 maxrss "
@@ -762,8 +773,8 @@ def render_markdown(res: dict[str, Any]) -> str:
             split.append(f"{role} PSS = {fmt_mb(row['pss_anon'])} anonymous (heap, Python objects) + "
                          f"{fmt_mb(row['pss_file'])} file-backed (python, libraries, shared with the others)")
     if base and base.get("pss_anon") is not None:
-        split.append(f"baseline python -S = {fmt_mb(base['pss_anon'])} anonymous + {fmt_mb(base['pss_file'])} "
-                     "file-backed")
+        split.append(f"baseline python -S = {fmt_mb(base['pss_anon'])} anonymous + "
+                     f"{fmt_mb(base['pss_file'])} file-backed")
     if split:
         lines += ["", "; ".join(split) + "."]
     if mem.get("error"):
@@ -790,8 +801,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=None, help="repetitions of each start-time run (default 5)")
     ap.add_argument("--json", type=Path, help="write all raw numbers here")
     ap.add_argument("--markdown", type=Path, help="write the table here")
-    ap.add_argument("--runtime", default="", help="kata-runtime to measure (default /opt/kata-dev/bin/kata-runtime,"
-                    " else from PATH)")
+    ap.add_argument("--runtime", default="", help="kata-runtime to measure (default "
+                    "/opt/kata-dev/bin/kata-runtime, else from PATH)")
     ap.add_argument("--runc", default=shutil.which("runc") or "/usr/bin/runc", help="runc binary")
     ap.add_argument("--idle", type=float, default=None, help="seconds to let the idle container settle "
                     "before measuring memory (default 5; 3 with --short)")
@@ -816,19 +827,20 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
     make_bundle(bundle_sleep, ["sleep", "1000"], bundle_true / "rootfs", tr.runc)
     _, _, res["accel"], res["accel_why"] = bare_argv("probe", tr.work / "probe", tr.work / "probe-shared")
     for i in range(args.repeat):
-        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("bare", lambda: bare_boot(tr, i, args.timeout)),
-            ("kata", lambda: kata_run(tr, bundle_true, i, args.timeout)),
-            ("runc", lambda: runc_run(tr, bundle_true, i, args.timeout)),
-        ]
-        for kind, step in steps:
+        for kind in ("bare", "kata", "runc"):
             load = loadavg()
-            r = step()
+            if kind == "bare":
+                r = bare_boot(tr, i, args.timeout)
+            elif kind == "kata":
+                r = kata_run(tr, bundle_true, i, args.timeout)
+            else:
+                r = runc_run(tr, bundle_true, i, args.timeout)
             r["load"] = load
             res[kind].append(r)
             shown = (f"marker {fmt_s(r['to_marker'])}, exit {fmt_s(r['to_exit'])}" if kind == "bare"
                      else fmt_s(r.get("wall")))
-            progress(f"{i + 1}/{args.repeat} {kind}: {shown}" + ("" if r["ok"] else f" FAILED: {r.get('error')}"))
+            failed = "" if r["ok"] else f" FAILED: {r.get('error')}"
+            progress(f"{i + 1}/{args.repeat} {kind}: {shown}{failed}")
             if kind == "kata" and i == 0 and not r["phases"]:
                 progress("no 'phase' lines in the runtime's debug log: phases will show as '-'")
     if not args.no_memory:
@@ -848,9 +860,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="kata-bench."))
     tr = Tracker(work=work, runtime=args.runtime, runc=args.runc, kata_root=work / "kata-root",
                  runc_root=work / "runc-root")
-    res: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
-                           "short": args.short, "load_start": loadavg(), "host": host_facts(args.runtime),
-                           "bare": [], "kata": [], "runc": [], "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
+    res: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
+        "short": args.short, "load_start": loadavg(), "host": host_facts(args.runtime),
+        "bare": [], "kata": [], "runc": [], "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
     status = 0
     say(f"work dir {work}; load {res['load_start']}; {args.repeat} repetition(s)")
     try:

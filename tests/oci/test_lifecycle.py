@@ -143,3 +143,21 @@ def test_delete_refuses_running_unless_forced(kata: Kata, bundle, cid: str, tmp_
     while proc_alive(shim) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not proc_alive(shim)
+
+
+def test_kill_9_of_proxy_and_shim_then_delete_cleans(kata: Kata, bundle, cid: str, tmp_path: Path) -> None:
+    b = bundle(["sleep", "1000"])
+    pidf = tmp_path / "pid"
+    kata.ok("create", "--bundle", str(b), "--pid-file", str(pidf), cid)
+    kata.ok("start", cid)
+    proxy = subprocess.run(["pgrep", "-f", f"kata-proxy --sandbox {cid} "], capture_output=True,
+                           text=True).stdout.split()
+    assert len(proxy) == 1
+    os.kill(int(proxy[0]), 9)
+    # the shim loses the VM: it exits 255 and the container is stopped
+    assert wait_status(kata, cid, "stopped")["status"] == "stopped"
+    assert not proc_alive(int(pidf.read_text()))
+    r = kata("exec", cid, "true")
+    assert r.rc != 0 and cid in r.err
+    kata.ok("delete", cid)
+    assert kata("state", cid).rc != 0

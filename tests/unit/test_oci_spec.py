@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import filecmp
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
