@@ -506,7 +506,8 @@ def smaps_rollup(pid: int) -> dict[str, int]:
 
 
 def top_mappings(pid: int, n: int = 6) -> list[tuple[str, int]]:
-    """The ``n`` mappings (by file, or [heap]/[anon]/[stack]) with the most PSS, in bytes."""
+    """The ``n`` mappings with the most PSS, in bytes: by file, [heap], [stack], and anonymous ones
+    by size (``[anon 512 MiB]`` is a QEMU guest's RAM, ``[anon 32 MiB]`` its TCG code cache)."""
     per: dict[str, int] = {}
     name = "[anon]"
     try:
@@ -514,7 +515,11 @@ def top_mappings(pid: int, n: int = 6) -> list[tuple[str, int]]:
             for line in f:
                 first = line.split(maxsplit=5)
                 if first and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", first[0]):
-                    name = first[5].strip() if len(first) > 5 else "[anon]"
+                    name = first[5].strip() if len(first) > 5 else ""
+                    if not name:
+                        lo, hi = (int(x, 16) for x in first[0].split("-"))
+                        mib = (hi - lo) >> 20
+                        name = f"[anon {mib} MiB]" if mib >= 16 else "[anon, small]"
                 elif first and first[0] == "Pss:":
                     per[name] = per.get(name, 0) + int(first[1]) * 1024
     except OSError:
@@ -574,6 +579,36 @@ def python_baseline(python: str, settle: float) -> dict[str, Any]:
         proc.wait()
 
 
+def import_baseline(python: str, repo: str, module: str, settle: float) -> dict[str, Any]:
+    """PSS of an idle ``python -S`` that imported ``module`` (what a shim or proxy loads), and how
+    many modules it then has."""
+    code = (f"import sys; sys.path.insert(0, {repo!r}); import {module}; "
+            "print(len(sys.modules), flush=True); import time; time.sleep(30)")
+    proc = subprocess.Popen([python, "-S", "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        if not first.isdigit():
+            return {"module": module, "error": "import failed"}
+        time.sleep(settle)
+        return mem_of(psutil.Process(proc.pid)) | {"module": module, "modules_loaded": int(first)}
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _module_count(python: str) -> int | None:
+    try:
+        out = subprocess.run([python, "-S", "-c", "import sys; print(len(sys.modules))"], capture_output=True,
+                             text=True, timeout=30).stdout.strip()
+        return int(out)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
 def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float) -> dict[str, Any]:
     cid = f"bench{os.getpid()}-mem"
     tr.kata_ids.append(cid)
@@ -593,8 +628,15 @@ def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float) -> dict[
     time.sleep(idle)
     procs = find_ours(cid)
     res["processes"] = {role: [mem_of(p) for p in ps] for role, ps in procs.items()}
-    shim_python = next((_cmdline(p)[0] for p in procs["kata-shim"] if _cmdline(p)), sys.executable)
-    res["python_baseline"] = python_baseline(shim_python, min(idle, 2.0))
+    shim_argv = next((_cmdline(p) for p in procs["kata-shim"] if _cmdline(p)), [sys.executable])
+    python = shim_argv[0]
+    res["python_baseline"] = python_baseline(python, min(idle, 2.0))
+    res["python_baseline"]["modules_loaded"] = _module_count(python)
+    launcher = next((a for a in shim_argv[1:] if a.endswith("kata-shim")), "")
+    repo = str(Path(launcher).resolve().parent.parent.parent) if launcher else str(REPO)
+    res["import_baselines"] = {
+        role: import_baseline(python, repo, module, min(idle, 2.0))
+        for role, module in (("kata-shim", "kata_runtime.shim.main"), ("kata-proxy", "kata_runtime.proxy.main"))}
     res["load_during"] = loadavg()
     rc_kill = subprocess.run(rt + ["kill", cid, "KILL"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, timeout=timeout)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import platform
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,14 +24,16 @@ log = logging.getLogger("kata-agent")
 T = TypeVar("T")
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def _mount(source: str, target: str, fstype: str, options: list[str]) -> None:
+    """mount(2) directly: forking /bin/mount costs a tenth of a second under TCG."""
     os.makedirs(target, exist_ok=True)
-    argv = ["/bin/mount", "-t", fstype]
-    if options:
-        argv += ["-o", ",".join(options)]
-    res = subprocess.run(argv + [source, target], capture_output=True)
-    if res.returncode != 0:
-        raise AgentFailure(f"mount {source} on {target}: {res.stderr.decode(errors='replace').strip()}")
+    data = ",".join(options).encode() or None
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, data) != 0:
+        err = ctypes.get_errno()
+        raise AgentFailure(f"mount {source} on {target}: {os.strerror(err)}")
 
 
 class AgentService(pb_grpc.AgentServiceServicer):
@@ -64,8 +66,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         return self._call(context, do)
 
     def DestroySandbox(self, request: Any, context: Any) -> Any:
+        """The VM is about to be stopped: only make sure that what containers wrote is on the host.
+        (Removing each container with runc first would cost a runc run per container for nothing.)"""
         def do() -> Any:
-            self.channel.forget(self.containers.remove_all())
             os.sync()
             return pb.Empty()
         return self._call(context, do)
