@@ -62,8 +62,8 @@ PEER = {
     "runc_run": "0.4 s (docker run --rm, runc)",
     "cli_setup": "",
     "qemu_launch": "0.3 s",
-    "guest_to_agent": "5.3 s (guest boot and modules)",
-    "agent_serving": "1.2 s (agent start)",
+    "guest_to_root": "5.3 s (guest boot and modules)",
+    "agent_start": "1.2 s (agent start)",
     "create_sandbox": "0.3 s",
     "create_container": "3.1 s",
     "start_container": "0.2 s",
@@ -419,6 +419,7 @@ def split_phases(wall: float, ph: dict[str, float], guest: dict[str, float],
         "qemu_launch": qemu_up,
         "guest_to_agent": started,
         "guest_to_root": root,
+        "agent_start": diff(serving, root),
         "root_to_agent": diff(started, root),
         "agent_serving": diff(serving, started),
         "agent_noticed": diff(diff(ph.get("agent_ready"), launched), serving),
@@ -732,6 +733,27 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
+EXCESS_KEYS = {  # steps of a kata run that a bare boot-and-exit does not have
+    "cli_setup": "CLI start", "qemu_launch": "QEMU launch", "root_to_agent": "agent's Python start",
+    "agent_serving": "agent's grpc import + server start", "agent_noticed": "host noticing the agent",
+    "create_sandbox": "CreateSandbox", "create_container": "container create", "start_container": "container start",
+    "workload": "workload", "delete": "delete", "exit": "CLI exit"}
+
+
+def excess_line(s: dict[str, Any]) -> str:
+    """Where a kata run's time beyond the bare boot goes (medians of the steps a bare boot lacks)."""
+    km, bm = s["kata_run"][1], s["bare_exit"][1]
+    if km is None or bm is None:
+        return "Not enough successful runs to compare kata with the bare boot."
+    goal = bm * GOAL_RATIO
+    parts = sorted(((s["phases"].get(k, (None, None))[1], label) for k, label in EXCESS_KEYS.items()),
+                   key=lambda t: -(t[0] or 0))
+    shown = ", ".join(f"{label} {v:.2f} s" for v, label in parts if v is not None and v >= 0.05)
+    return (f"Beyond the bare boot-and-exit ({bm:.2f} s), the median kata run spends {km - bm:.2f} s "
+            f"(the goal of {GOAL_RATIO}x allows {goal - bm:.2f} s; {max(km - goal, 0):.2f} s too many). "
+            f"Steps that a bare boot does not have (medians): {shown or '-'}.")
+
+
 def mem_row(mem: dict[str, Any], role: str) -> dict[str, Any] | None:
     ps = (mem.get("processes") or {}).get(role) or []
     return ps[0] if ps else None
@@ -743,7 +765,7 @@ def render_markdown(res: dict[str, Any]) -> str:
     n = s["n"]
     lines = [
         f"Host: {f.get('cpu', '?')}, {f.get('cores')} cores, {f.get('mem_total_gib')} GiB; accel "
-        f"{res.get('accel', '?')} (-cpu {f.get('cpu_model', '?')}), QEMU {f.get('qemu_version', '?')}, "
+        f"{_arg(res, '-accel')} (-cpu {_arg(res, '-cpu')}), QEMU {f.get('qemu_version', '?')}, "
         f"machine {f.get('machine', '?')}, guest {f.get('vcpus')} vCPU / {f.get('guest_mem_mib')} MiB; host kernel "
         f"{f.get('host_kernel')}; runc {f.get('runc_version', '?')}. Load average (1/5/15 min) "
         f"{'/'.join(map(str, res['load_start']))} at start, {'/'.join(map(str, res['load_end']))} at end. "
@@ -769,28 +791,30 @@ def render_markdown(res: dict[str, Any]) -> str:
         "| --- | ---: | ---: | --- |",
     ]
     labels = [
-        ("cli_setup", "CLI start → QEMU launched: Python, config, store (less the launch)"),
-        ("qemu_launch", "QEMU launch (`-daemonize` returns)"),
-        ("guest_to_agent", "guest: kernel + /init → agent process started (guest uptime)"),
-        ("guest_to_root", "  of which kernel + modules → root mounted"),
-        ("root_to_agent", "  of which root mounted → agent started"),
-        ("agent_serving", "guest: agent started → serving gRPC (Python + imports)"),
-        ("agent_noticed", "host sees the agent (proxy, poll, first call) beyond that"),
-        ("agent_ready_total", "= QEMU launched → agent ready"),
+        ("cli_setup", "CLI: Python start, config, store, until it launches QEMU"),
+        ("qemu_launch", "QEMU launch (until `-daemonize` returns)"),
+        ("guest_to_root", "guest: kernel + /init (modules, root mount) until the agent's exec "
+         "(guest uptime; the bare boot's marker point)"),
+        ("agent_start", "guest: agent exec → serving gRPC"),
+        ("root_to_agent", "&nbsp;&nbsp;of which Python start (exec → agent `main()`)"),
+        ("agent_serving", "&nbsp;&nbsp;of which `import grpc` + server start"),
+        ("agent_noticed", "host: proxy, polling, first answer (after the guest serves)"),
+        ("agent_ready_total", "= QEMU launched → agent ready (host's view)"),
         ("create_sandbox", "CreateSandbox (9p mount in the guest)"),
-        ("create_container", "container created (bind rootfs, CreateContainer, shim)"),
+        ("create_container", "container created (bind rootfs, CreateContainer: runc in the guest, shim)"),
         ("start_container", "container started"),
-        ("workload", "workload `true` ran and exited (seen by the runtime)"),
+        ("workload", "workload `true` ran and exited (as the runtime sees it)"),
         ("delete", "delete (container, sandbox, QEMU, proxy)"),
         ("exit", "CLI exit (wall − last phase)"),
     ]
     for key, label in labels:
         lo, med = s["phases"].get(key, (None, None))
         lines.append(f"| {label} | {fmt_s(lo)} | {fmt_s(med)} | {PEER.get(key, '')} |")
+    lines += ["", excess_line(s)]
     mem = res.get("memory") or {}
     idle = mem.get("idle_seconds", "?")
     lines += ["", f"| memory, idle `sleep` container (MB = 10^6 B; after {idle} s idle) | "
-              "PSS | RSS | goal (PSS) | Kata 1.12 (peer) |", "| --- | ---: | ---: | --- | --- |"]
+              "PSS | USS | RSS | goal (PSS) | Kata 1.12 (peer) |", "| --- | ---: | ---: | ---: | --- | --- |"]
     roles: list[tuple[str, float | None, str]] = [
         ("qemu", None, PEER["qemu_mem"]), ("kata-proxy", GOAL_PROXY_PSS_MB, PEER["proxy_mem"]),
         ("kata-shim", GOAL_SHIM_PSS_MB, PEER["shim_mem"])]
@@ -798,27 +822,36 @@ def render_markdown(res: dict[str, Any]) -> str:
         row = mem_row(mem, role)
         pss = row["pss"] if row else None
         g = "" if goal is None else f"≤ {goal} MB: {verdict(None if pss is None else pss / MB, goal)}"
-        rss = row["rss"] if row else None
-        lines.append(f"| {role} | {fmt_mb(pss)} | {fmt_mb(rss)} | {g} | {peer} |")
+        lines.append(f"| {role} | {_mb(row, 'pss')} | {_mb(row, 'uss')} | {_mb(row, 'rss')} | {g} | {peer} |")
     base = mem.get("python_baseline")
     if base:
-        lines.append(f"| baseline: idle `python -S` (sleep only) | {fmt_mb(base['pss'])} | "
-                     f"{fmt_mb(base['rss'])} | | |")
+        lines.append(f"| baseline: idle `python -S` (sleep only; {base.get('modules_loaded', '?')} modules) | "
+                     f"{_mb(base, 'pss')} | {_mb(base, 'uss')} | {_mb(base, 'rss')} | | |")
+    for imp in (mem.get("import_baselines") or {}).values():
+        if "pss" in imp:
+            lines.append(f"| baseline: idle `python -S` after `import {imp['module']}` "
+                         f"({imp['modules_loaded']} modules) | {_mb(imp, 'pss')} | {_mb(imp, 'uss')} | "
+                         f"{_mb(imp, 'rss')} | | |")
     cli = mem.get("cli_create")
     if cli:
-        lines.append(f"| kata-runtime CLI during `create`: peak RSS (VmHWM; wait4 maxrss "
-                     f"{fmt_mb(cli['wait4_maxrss'])}) | | {fmt_mb(cli['vmhwm'])} | | {PEER['cli_mem']} |")
-    split = []
-    for role in ("kata-shim", "kata-proxy"):
-        row = mem_row(mem, role)
+        lines.append(f"| kata-runtime CLI during `create`: peak RSS (its VmHWM; wait4's maxrss "
+                     f"{fmt_mb(cli['wait4_maxrss'])}) | | | {fmt_mb(cli['vmhwm'])} | | {PEER['cli_mem']} |")
+    notes = []
+    for role, row in ((r, mem_row(mem, r)) for r in ("kata-shim", "kata-proxy")):
         if row and row.get("pss_anon") is not None:
-            split.append(f"{role} PSS = {fmt_mb(row['pss_anon'])} anonymous (heap, Python objects) + "
-                         f"{fmt_mb(row['pss_file'])} file-backed (python, libraries, shared with the others)")
+            notes.append(f"{role} PSS = {fmt_mb(row['pss_anon'])} anonymous (heap, Python objects, "
+                         f"libpython's written pages) + {fmt_mb(row['pss_file'])} file-backed (python, "
+                         "libraries: shared with every Python process of the same interpreter)")
     if base and base.get("pss_anon") is not None:
-        split.append(f"baseline python -S = {fmt_mb(base['pss_anon'])} anonymous + "
+        notes.append(f"bare python -S = {fmt_mb(base['pss_anon'])} anonymous + "
                      f"{fmt_mb(base['pss_file'])} file-backed")
-    if split:
-        lines += ["", "; ".join(split) + "."]
+    qemu = mem_row(mem, "qemu")
+    if qemu and qemu.get("top"):
+        notes.append("QEMU PSS by mapping: " + ", ".join(f"{_short(name)} {fmt_mb(v)}" for name, v in qemu["top"][:4])
+                     + " (the largest anonymous mapping is the guest's RAM; the one of tcg tb-size MiB is the "
+                     "TCG translation cache)")
+    if notes:
+        lines += [""] + [f"- {n}." for n in notes]
     if mem.get("error"):
         lines += ["", f"Memory measurement problem: {mem['error']}"]
     left = res.get("left_behind") or []
@@ -829,6 +862,20 @@ def render_markdown(res: dict[str, Any]) -> str:
     if errs:
         lines += ["", "Failed runs: " + "; ".join(errs)]
     return "\n".join(lines) + "\n"
+
+
+def _arg(res: dict[str, Any], flag: str) -> str:
+    """The value of ``flag`` in the bare boot's QEMU argv (the runtime's own)."""
+    argv = res.get("bare_argv") or []
+    return next((b for a, b in zip(argv, argv[1:], strict=False) if a == flag), "?")
+
+
+def _mb(row: dict[str, Any] | None, key: str) -> str:
+    return fmt_mb(row.get(key) if row else None)
+
+
+def _short(name: str) -> str:
+    return name if name.startswith("[") else os.path.basename(name)
 
 
 def _x(v: float | None) -> str:
@@ -867,7 +914,8 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
     bundle_sleep = tr.work / "bundle-sleep"
     make_bundle(bundle_true, ["true"], None, tr.runc)
     make_bundle(bundle_sleep, ["sleep", "1000"], bundle_true / "rootfs", tr.runc)
-    _, _, res["accel"], res["accel_why"] = bare_argv("probe", tr.work / "probe", tr.work / "probe-shared")
+    res["bare_argv"], _, res["accel"], res["accel_why"] = bare_argv("probe", tr.work / "probe",
+                                                                   tr.work / "probe-shared")
     for i in range(args.repeat):
         for kind in ("bare", "kata", "runc"):
             load = loadavg()

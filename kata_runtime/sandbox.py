@@ -47,6 +47,8 @@ class Sandbox:
         self.cfg = cfg
         self.rec = rec
         self._agent: Any = None
+        # whether the agent is known to answer: a loaded sandbox past "creating" has answered
+        self.agent_answered = any(c.status.value != "creating" for c in rec.containers.values())
 
     # -- parts ------------------------------------------------------------------------------------
     @property
@@ -130,6 +132,7 @@ class Sandbox:
                                  step="create")
             try:
                 agent.check(min(left, 1.0))
+                self.agent_answered = True
                 return
             except AgentError:
                 if not vm.alive():
@@ -152,7 +155,7 @@ class Sandbox:
         """Tear everything down; every step is attempted even when an earlier one fails."""
         errors: list[str] = []
         vm = self.vm()
-        if self._agent is not None or (vm.alive() and self.rec.proxy is not None and self.rec.proxy.alive()):
+        if self.agent_answered and vm.alive() and self.rec.proxy is not None and self.rec.proxy.alive():
             with contextlib.suppress(KataError):
                 self.agent().destroy_sandbox()
         if self._agent is not None:

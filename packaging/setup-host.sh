@@ -9,7 +9,7 @@ say() { echo "[kata-setup] $*"; }
 
 if [ "$(id -u)" != 0 ]; then echo "kata-setup: run as root" >&2; exit 1; fi
 
-pkgs="qemu-system-x86 runc busybox-static erofs-utils cpio xz-utils zstd iproute2 kmod socat bats procps"
+pkgs="python3-venv qemu-system-x86 runc busybox-static erofs-utils cpio xz-utils zstd iproute2 kmod socat bats procps"
 missing=""
 for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -56,7 +56,7 @@ class GrpcAgentClient:
             sandbox_id=sandbox_id, hostname=hostname, storages=[_storage(s) for s in storages]), "create")
 
     def destroy_sandbox(self) -> None:
-        self._rpc("DestroySandbox", pb.DestroySandboxRequest(), "delete", timeout=15)
+        self._rpc("DestroySandbox", pb.DestroySandboxRequest(), "delete", timeout=5)
 
     def create_container(self, cid: str, spec: dict[str, Any], rootfs_guest_path: str,
                          storages: list[dict[str, Any]], no_pivot: bool = False) -> None:

@@ -95,6 +95,13 @@ def test_lifecycle_of_two_concurrent_containers(kata: Kata, bundle, two_ids, tmp
     r = kata("exec", c1, "sh", "-c", "echo hi; echo oops >&2; exit 7")
     assert (r.rc, r.out, r.err) == (7, "hi\n", "oops\n")
 
+    # exec --process P.json: a whole OCI process object
+    proc = {"args": ["sh", "-c", "echo $GREETING from $(pwd); exit 4"], "env": ["GREETING=hello", "PATH=/bin"],
+            "cwd": "/tmp", "user": {"uid": 0, "gid": 0}}
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    r = kata("exec", "--process", str(tmp_path / "p.json"), c1)
+    assert (r.rc, r.out) == (4, "hello from /tmp\n"), r.err
+
     # exec --detach leaves a live process named in the pid file
     epid = tmp_path / "exec.pid"
     kata.ok("exec", "--detach", "--pid-file", str(epid), c1, "sleep", "1000")
