@@ -134,7 +134,11 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     from kata_runtime.oci.spec import load_bundle, validate_id
 
     validate_id(cid)
-    bundle = load_bundle(bundle_path, cid)
+    try:
+        bundle = load_bundle(bundle_path, cid)
+    except KataError as e:
+        e.step = e.step or "create"
+        raise
     process = bundle.spec.get("process") or {}
     if console_socket is not None or process.get("terminal"):
         raise InvalidArgument("terminals (process.terminal, --console-socket) are not supported yet",

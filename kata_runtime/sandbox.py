@@ -97,7 +97,7 @@ class Sandbox:
         vm = self.vm()
         t0 = time.monotonic()
         try:
-            vm.launch()
+            vm.launch(self.cfg.source)
         finally:
             self.rec.qemu = vm.proc
             self.save()

@@ -8,7 +8,7 @@ from typing import Protocol
 class Hypervisor(Protocol):
     """One VM: start it, stop it, and say whether it still runs."""
 
-    def launch(self) -> int:
+    def launch(self, config_source: str = "") -> int:
         """Start the VM; return its process id once its sockets listen."""
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -101,16 +101,17 @@ class QemuVM:
                      "-device", "virtio-blk-pci,drive=rootdisk"]
         return argv
 
-    def check_files(self) -> None:
+    def check_files(self, config_source: str = "") -> None:
         """Fail early, in words, when a file the VM needs is missing."""
         c = self.cfg
+        where = f"configured in {config_source}" if config_source else "built-in default"
         for what, path in (("QEMU binary", c.path), ("guest kernel", c.kernel), ("guest initrd", c.initrd),
                            ("guest image", c.image)):
             if path and not os.path.exists(path):
-                raise HypervisorError(f"{what} {path} does not exist (see configuration {path and 'file'})")
+                raise HypervisorError(f"{what} {path} does not exist ({where})")
 
-    def launch(self) -> int:
-        self.check_files()
+    def launch(self, config_source: str = "") -> int:
+        self.check_files(config_source)
         res = subprocess.run(self.argv(), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
         if res.returncode != 0:
             err = (res.stderr or res.stdout).decode(errors="replace").strip().splitlines()
