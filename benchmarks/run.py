@@ -225,8 +225,9 @@ class Tracker:
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     pass
+            stored = [str(f) for f in self.kata_root.rglob("*")] if self.kata_root.exists() else []
             for cid in self.kata_ids:
-                if (self.kata_root / "sbs" / cid).exists() or any(find_ours(cid).values()):
+                if any(cid in f for f in stored) or any(find_ours(cid).values()):
                     self._quiet([self.runtime, "--root", str(self.kata_root), "kill", cid, "KILL"], 30)
                     self._quiet([self.runtime, "--root", str(self.kata_root), "delete", "--force", cid], 60)
             for cid in self.runc_ids:
@@ -779,7 +780,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"| bare boot: QEMU start → QEMU exit | {fmt_s(s['bare_exit'][0])} | "
         f"{fmt_s(s['bare_exit'][1])} | | |",
         f"| `kata-runtime run` of `true` | {fmt_s(s['kata_run'][0])} | {fmt_s(s['kata_run'][1])} | "
-        f"≤ {GOAL_RATIO} × bare | {PEER['kata_run']} |",
+        f"≤ {GOAL_RATIO} × bare{_goal_s(s['bare_exit'][1])} | {PEER['kata_run']} |",
         f"| `runc run` of `true` | {fmt_s(s['runc_run'][0])} | {fmt_s(s['runc_run'][1])} | | "
         f"{PEER['runc_run']} |",
         f"| kata / bare boot-and-exit (medians) | | {_x(s['ratio_bare_exit'])} | ≤ {GOAL_RATIO}x: "
@@ -870,6 +871,10 @@ def _arg(res: dict[str, Any], flag: str) -> str:
     return next((b for a, b in zip(argv, argv[1:], strict=False) if a == flag), "?")
 
 
+def _goal_s(bare: float | None) -> str:
+    return "" if bare is None else f" = {bare * GOAL_RATIO:.2f} s"
+
+
 def _mb(row: dict[str, Any] | None, key: str) -> str:
     return fmt_mb(row.get(key) if row else None)
 
@@ -897,6 +902,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "before measuring memory (default 5; 3 with --short)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    ap.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: print the tables of an "
+                    "earlier run's --json file (with --markdown FILE: write them there too)")
     args = ap.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.short else 5
@@ -942,9 +949,20 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        old: dict[str, Any] = json.loads(args.render.read_text())
+        old["summary"] = summarize(old)
+        md = render_markdown(old)
+        print(md)
+        if args.markdown:
+            args.markdown.write_text(md)
+        return 0
     if os.geteuid() != 0:
         print("benchmarks/run.py: needs root (QEMU's shared mounts, runc)", file=sys.stderr)
         return 2
+    # Ctrl-C raises KeyboardInterrupt even where the shell started us with SIGINT ignored (a
+    # background job); SIGTERM and SIGHUP unwind the same way: the clean-up runs in every case.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     work = Path(tempfile.mkdtemp(prefix="kata-bench."))
@@ -959,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure(args, tr, res)
     except (KeyboardInterrupt, Interrupted) as e:
-        say(f"interrupted ({e or 'Ctrl-C'}): cleaning up")
+        say(f"interrupted ({str(e) or 'Ctrl-C'}): cleaning up")
         res["interrupted"] = True
         status = 130
     except Exception as e:  # noqa: BLE001 - report, clean up, exit non-zero
