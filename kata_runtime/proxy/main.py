@@ -5,23 +5,27 @@ Every connection accepted on the listening socket becomes one mux stream (see
 closes (the VM is gone) every client is disconnected and the proxy exits.
 
 Started by kata-runtime as ``kata-proxy --channel SOCK --listen SOCK [--ready-fd N]``; it writes one
-byte to the ready fd once it listens and owns the channel, then detaches. Only the standard library
-and ``mux`` are imported: this process lives as long as the VM, on every sandbox.
+byte to the ready fd once it listens and owns the channel. It lives as long as the VM, one per
+sandbox, so it imports only C modules (``_socket``, ``select``, ``_signal``) and ``mux``: the
+``socket``, ``signal`` and ``selectors`` wrappers (and the ``enum`` they pull in) would cost more than
+a megabyte of private memory per process.
 """
 
 from __future__ import annotations
 
+import _signal
+import _socket
 import errno
 import os
-import selectors
-import signal
-import socket
+import select
 import sys
 import time
 
 from kata_runtime.protocol import lightargs, mux
 
 READ_SIZE = 256 * 1024
+_IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_OUT = select.EPOLLOUT
 
 
 class Endpoint:
@@ -29,7 +33,7 @@ class Endpoint:
 
     __slots__ = ("sock", "out", "closing", "stream")
 
-    def __init__(self, sock: socket.socket, stream: int = 0) -> None:
+    def __init__(self, sock: _socket.socket, stream: int = 0) -> None:
         self.sock = sock
         self.out = bytearray()
         self.closing = False  # close once ``out`` is flushed
@@ -37,34 +41,30 @@ class Endpoint:
 
 
 class Proxy:
-    """The selector loop: one channel endpoint, one listener, many client endpoints."""
+    """The epoll loop: one channel endpoint, one listener, many client endpoints."""
 
-    def __init__(self, channel: socket.socket, listener: socket.socket) -> None:
-        self.sel = selectors.DefaultSelector()
+    def __init__(self, channel: _socket.socket, listener: _socket.socket) -> None:
+        self.ep = select.epoll()
         self.channel = Endpoint(channel)
         self.listener = listener
         self.clients: dict[int, Endpoint] = {}
+        self.by_fd: dict[int, Endpoint] = {channel.fileno(): self.channel}
         self.next_stream = 1
         self.decoder = mux.Decoder()
         self.running = True
         for s in (channel, listener):
             s.setblocking(False)
-        self.sel.register(channel, selectors.EVENT_READ, self.channel)
-        self.sel.register(listener, selectors.EVENT_READ, None)
+        self.ep.register(channel.fileno(), _IN)
+        self.ep.register(listener.fileno(), _IN)
         # A previous proxy may have died mid-frame: tell the agent to start a new session.
-        self._send_channel(mux.encode(mux.RESET, 0))
+        self._send(self.channel, mux.encode(mux.RESET, 0))
 
     # -- output buffering ---------------------------------------------------------------------
     def _want_write(self, ep: Endpoint) -> None:
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if ep.out else 0)
-        if ep.closing and ep is not self.channel:
-            events &= ~selectors.EVENT_READ
-            if not events:
-                events = selectors.EVENT_WRITE
-        self.sel.modify(ep.sock, events, ep)
-
-    def _send_channel(self, data: bytes) -> None:
-        self._send(self.channel, data)
+        events = _OUT if ep.out else 0
+        if not (ep.closing and ep is not self.channel):
+            events |= _IN
+        self.ep.modify(ep.sock.fileno(), events or _OUT)
 
     def _send(self, ep: Endpoint, data: bytes) -> None:
         if not ep.out:
@@ -100,16 +100,18 @@ class Proxy:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self.listener.accept()
+                fd, _ = self.listener._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 return
+            conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
             conn.setblocking(False)
             stream = self.next_stream
             self.next_stream += 1
             ep = Endpoint(conn, stream)
             self.clients[stream] = ep
-            self.sel.register(conn, selectors.EVENT_READ, ep)
-            self._send_channel(mux.encode(mux.OPEN, stream))
+            self.by_fd[fd] = ep
+            self.ep.register(fd, _IN)
+            self._send(self.channel, mux.encode(mux.OPEN, stream))
 
     def _drop(self, ep: Endpoint, notify: bool = True) -> None:
         """Forget a client; tell the agent unless the agent closed it."""
@@ -118,13 +120,15 @@ class Proxy:
             return
         if self.clients.pop(ep.stream, None) is None:
             return
+        fd = ep.sock.fileno()
+        self.by_fd.pop(fd, None)
         try:
-            self.sel.unregister(ep.sock)
-        except (KeyError, ValueError):
+            self.ep.unregister(fd)
+        except (OSError, ValueError):
             pass
         ep.sock.close()
         if notify:
-            self._send_channel(mux.encode(mux.CLOSE, ep.stream))
+            self._send(self.channel, mux.encode(mux.CLOSE, ep.stream))
 
     def _client_readable(self, ep: Endpoint) -> None:
         try:
@@ -136,7 +140,7 @@ class Proxy:
         if not data:
             self._drop(ep)
             return
-        self._send_channel(mux.encode_data(ep.stream, data))
+        self._send(self.channel, mux.encode_data(ep.stream, data))
 
     # -- channel ------------------------------------------------------------------------------
     def _channel_readable(self) -> None:
@@ -163,27 +167,34 @@ class Proxy:
                     self._drop(ep, notify=False)
 
     def serve(self) -> None:
+        listen_fd = self.listener.fileno()
         while self.running:
-            for key, events in self.sel.select():
-                ep = key.data
-                if ep is None:
+            try:
+                ready = self.ep.poll()
+            except InterruptedError:
+                continue
+            for fd, events in ready:
+                if fd == listen_fd:
                     self._accept()
                     continue
-                if events & selectors.EVENT_WRITE:
+                ep = self.by_fd.get(fd)
+                if ep is None:
+                    continue
+                if events & _OUT:
                     self._flush(ep)
-                if events & selectors.EVENT_READ:
+                if events & _IN and (ep is self.channel or ep.stream in self.clients):
                     if ep is self.channel:
                         self._channel_readable()
-                    elif ep.stream in self.clients:
+                    else:
                         self._client_readable(ep)
         for ep in list(self.clients.values()):
             self._drop(ep, notify=False)
 
 
-def _connect_channel(path: str, timeout: float) -> socket.socket:
+def _connect_channel(path: str, timeout: float) -> _socket.socket:
     deadline = time.monotonic() + timeout
     while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             s.connect(path)
             return s
@@ -209,14 +220,14 @@ def main(argv: list[str] | None = None) -> int:
             os.unlink(listen)
         except FileNotFoundError:
             pass
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         listener.bind(listen)
         listener.listen(128)
     except OSError as e:
         print(f"kata-proxy: sandbox {args['sandbox']}: {e}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     proxy = Proxy(channel, listener)
     if ready_fd >= 0:
         os.write(ready_fd, b"1")

@@ -10,24 +10,25 @@ the process with the ``shimproto`` stream protocol, and then:
 If the VM goes away before the process's status is known, it exits 255.
 
 Invoked by kata-runtime as ``kata-shim --container ID --exec ID --proxy SOCK [--ready-fd N]
-[--tty 0|1]``. It imports only the standard library's smallest modules and ``shimproto``: its
-memory is paid once per container process on the node.
+[--tty 0|1]``. Its memory is paid once per container process on the node, so it imports only C
+modules (``_socket``, ``select``, ``_signal``) and ``shimproto``: the ``socket``, ``signal`` and
+``selectors`` wrappers (and the ``enum`` they pull in) would cost more than a megabyte each.
 """
 
 from __future__ import annotations
 
-import errno
+import _signal
+import _socket
 import os
-import selectors
-import signal
-import socket
+import select
 import sys
 
 from kata_runtime.protocol import lightargs, shimproto
 
 # Signals that are not forwarded: uncatchable, or the shim's own business.
-_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH}
+_NOT_FORWARDED = {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH}
 EXIT_LOST_VM = 255
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
 def _write_all(fd: int, data: bytes) -> bool:
@@ -40,9 +41,9 @@ def _write_all(fd: int, data: bytes) -> bool:
             continue
         except BlockingIOError:
             # the engine handed us a non-blocking pipe: wait until it drains
-            with selectors.DefaultSelector() as sel:
-                sel.register(fd, selectors.EVENT_WRITE)
-                sel.select()
+            p = select.poll()
+            p.register(fd, select.POLLOUT)
+            p.poll()
             continue
         except OSError:
             return False
@@ -62,12 +63,16 @@ def _winsize(fd: int) -> tuple[int, int] | None:
     return rows, cols
 
 
+def _ignore(_signo: int, _frame: object) -> None:
+    """A handler that does nothing: the wakeup fd carries the signal to the loop."""
+
+
 class Shim:
-    def __init__(self, sock: socket.socket, tty: bool) -> None:
+    def __init__(self, sock: _socket.socket, tty: bool) -> None:
         self.sock = sock
         self.tty = tty
         self.decoder = shimproto.Decoder()
-        self.sel = selectors.DefaultSelector()
+        self.poll = select.poll()
         self.stdin_open = True
         self.status: int | None = None
         self.out_ok = {1: True, 2: True}
@@ -81,12 +86,12 @@ class Shim:
         rfd, wfd = os.pipe()
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
-        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        for signo in signal.valid_signals():
-            if signo in _NOT_FORWARDED and signo != signal.SIGWINCH:
+        _signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        for signo in _signal.valid_signals():
+            if signo in _NOT_FORWARDED and signo != _signal.SIGWINCH:
                 continue
             try:
-                signal.signal(signo, lambda *_: None)
+                _signal.signal(signo, _ignore)
             except (OSError, ValueError):
                 pass
         return rfd
@@ -128,15 +133,13 @@ class Shim:
             data = os.read(0, 65536)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as e:
-            data = b"" if e.errno != errno.EAGAIN else None  # type: ignore[assignment]
-            if data is None:
-                return
+        except OSError:
+            data = b""  # EIO from a hung-up terminal: treat as end of input
         if data:
             self._send(shimproto.encode(shimproto.STDIN, data))
             return
         self.stdin_open = False
-        self.sel.unregister(0)
+        self.poll.unregister(0)
         self._send(shimproto.encode(shimproto.STDIN_EOF))
 
     def _signals(self, rfd: int) -> None:
@@ -145,7 +148,7 @@ class Shim:
         except BlockingIOError:
             return
         for signo in data:
-            if signo == signal.SIGWINCH:
+            if signo == _signal.SIGWINCH:
                 size = _winsize(0) if self.tty else None
                 if size:
                     self._send(shimproto.resize_msg(*size))
@@ -156,19 +159,26 @@ class Shim:
         for mtype, payload in pre_buffered:
             self._handle(mtype, payload)
         rfd = self.signal_fd
-        self.sel.register(self.sock, selectors.EVENT_READ, "sock")
-        self.sel.register(rfd, selectors.EVENT_READ, "sig")
+        sock_fd = self.sock.fileno()
+        self.poll.register(sock_fd, _READABLE)
+        self.poll.register(rfd, _READABLE)
         try:
-            self.sel.register(0, selectors.EVENT_READ, "stdin")
-        except (PermissionError, ValueError, OSError):
+            if os.fstat(0).st_mode & 0o170000 == 0o100000:
+                raise PermissionError  # a regular file is always readable: poll cannot wait on it
+            self.poll.register(0, _READABLE)
+        except OSError:
             self._stdin_unselectable()
         if self.tty:
             size = _winsize(0)
             if size:
                 self._send(shimproto.resize_msg(*size))
         while self.status is None:
-            for key, _ in self.sel.select():
-                if key.data == "sock":
+            try:
+                ready = self.poll.poll()
+            except InterruptedError:
+                continue
+            for fd, _events in ready:
+                if fd == sock_fd:
                     try:
                         data = self.sock.recv(262144)
                     except InterruptedError:
@@ -180,7 +190,7 @@ class Shim:
                         return EXIT_LOST_VM
                     for mtype, payload in self.decoder.feed(data):
                         self._handle(mtype, payload)
-                elif key.data == "stdin":
+                elif fd == 0:
                     self._stdin_readable()
                 else:
                     self._signals(rfd)
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ready_fd = int(args["ready-fd"])
     tty = args["tty"] == "1"
     what = f"container {args['container']} process {args['exec']}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     shim = Shim(sock, tty)
     try:
         sock.connect(args["proxy"])

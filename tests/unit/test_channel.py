@@ -129,7 +129,8 @@ def test_signals_are_forwarded(stack: Any) -> None:
     deadline = time.monotonic() + 5
     while len(fake.signals) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert fake.signals == [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
+    # several pending standard signals are delivered lowest number first: compare as a set
+    assert sorted(fake.signals) == sorted([signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
     os.close(fake.stdout)
     os.close(fake.stderr)
     fake.proc.status = 128 + 15
