@@ -2,7 +2,8 @@
 
 Runs as the VM's PID 1 after the initramfs switched to the guest root. Kernel command-line
 options: ``agent.log=debug`` (log to the console), ``agent.channel=NAME`` (virtio-serial port name,
-default ``agent.channel.0``).
+default ``agent.channel.0``), ``agent.oci_runtime=PATH`` (the OCI runtime that makes containers:
+crun when the image has it, else runc).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def main() -> None:
     from kata_runtime.guest.service import AgentService
     from kata_runtime.protocol.generated import agent_pb2_grpc as pb_grpc
 
+    if opts.get("agent.oci_runtime"):  # e.g. agent.oci_runtime=/usr/bin/runc
+        import kata_runtime.guest.containers as guest_containers
+
+        guest_containers.RUNC = opts["agent.oci_runtime"]
     os.makedirs(os.path.dirname(GRPC_SOCKET), exist_ok=True)
     reaper = Reaper()
     server_holder: list[ChannelServer] = []

@@ -20,8 +20,19 @@ from kata_runtime.guest.reaper import Reaper
 
 log = logging.getLogger("kata-agent")
 
-RUNC = "/usr/bin/runc"
 RUNC_ROOT = "/run/runc"
+
+
+def default_oci_runtime() -> str:
+    """crun when the image has it (a C program: it starts several times faster than runc under
+    TCG, and every container create, start and exec pays that start), else runc."""
+    for candidate in ("/usr/bin/crun", "/usr/bin/runc"):
+        if os.path.exists(candidate):
+            return candidate
+    return "/usr/bin/runc"
+
+
+RUNC = default_oci_runtime()
 CONTAINERS_DIR = Path("/run/kata-containers")
 SHARED_DIR = CONTAINERS_DIR / "shared" / "containers"
 KERNEL_FS_TYPES = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "devtmpfs"}

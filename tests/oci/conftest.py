@@ -19,6 +19,7 @@ from tests.conftest import our_leftovers
 
 KATA = str(Path(sys.executable).with_name("kata-runtime"))
 BUSYBOX = "/bin/busybox"
+INSTALLED_CONFIG = Path("/usr/share/defaults/kata-containers/configuration.toml")
 
 
 @dataclass
@@ -97,6 +98,32 @@ def make_bundle(path: Path, args: list[str], **process: Any) -> Path:
     spec["process"]["args"] = args
     spec["process"].update(process)
     (path / "config.json").write_text(json.dumps(spec, indent=2))
+    return path
+
+
+def _toml(data: dict, prefix: str = "") -> list[str]:
+    """Enough TOML for configuration.toml: scalars, lists and nested tables."""
+    lines = [f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
+             for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            name = f"{prefix}{k}"
+            lines += ["", f"[{name}]", *_toml(v, name + ".")]
+    return lines
+
+
+def config_with(tmp_path: Path, **changes: object) -> Path:
+    """The installed configuration with some [hypervisor.qemu] keys (``agent_*``: [agent.kata]) replaced."""
+    import tomllib
+
+    data = tomllib.loads(INSTALLED_CONFIG.read_text())
+    for k, v in changes.items():
+        if k.startswith("agent_"):
+            data.setdefault("agent", {}).setdefault("kata", {})[k[6:]] = v
+        else:
+            data.setdefault("hypervisor", {}).setdefault("qemu", {})[k] = v
+    path = tmp_path / "configuration.toml"
+    path.write_text("\n".join(_toml(data)) + "\n")
     return path
 
 

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.oci.conftest import Kata
-
-INSTALLED_CONFIG = Path("/usr/share/defaults/kata-containers/configuration.toml")
+from tests.oci.conftest import Kata, config_with
 
 
 def assert_one_clear_error(kata: Kata, r, cid: str, *words: str) -> None:
@@ -28,32 +26,6 @@ def assert_one_clear_error(kata: Kata, r, cid: str, *words: str) -> None:
     assert errors, "no error line in --log"
     assert set(errors[-1]) >= {"level", "msg", "time"}
     assert errors[-1]["msg"] and (not cid or cid in errors[-1]["msg"])
-
-
-def _toml(data: dict, prefix: str = "") -> list[str]:
-    """Enough TOML for configuration.toml: scalars, lists and nested tables."""
-    lines = [f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
-             for k, v in data.items() if not isinstance(v, dict)]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{k}"
-            lines += ["", f"[{name}]", *_toml(v, name + ".")]
-    return lines
-
-
-def config_with(tmp_path: Path, **changes: object) -> Path:
-    """The installed configuration with some [hypervisor.qemu] keys (``agent_*``: [agent.kata]) replaced."""
-    import tomllib
-
-    data = tomllib.loads(INSTALLED_CONFIG.read_text())
-    for k, v in changes.items():
-        if k.startswith("agent_"):
-            data.setdefault("agent", {}).setdefault("kata", {})[k[6:]] = v
-        else:
-            data.setdefault("hypervisor", {}).setdefault("qemu", {})[k] = v
-    path = tmp_path / "configuration.toml"
-    path.write_text("\n".join(_toml(data)) + "\n")
-    return path
 
 
 def test_missing_bundle(kata: Kata, cid: str, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 
-from tests.oci.conftest import Kata
+from tests.oci.conftest import Kata, config_with
 
 
 def test_run_prints_the_guest_kernel_release(kata: Kata, bundle, cid: str) -> None:
@@ -37,3 +37,11 @@ def test_run_passes_stdin(kata: Kata, bundle, cid: str) -> None:
     r = kata("run", "--bundle", str(b), cid, input=b"hello\nrest of it\n")
     assert r.out == "got:hello\nrest of it\n"
     assert r.rc == 5, r.err
+
+
+def test_run_with_runc_in_the_guest(kata: Kata, bundle, cid: str, tmp_path) -> None:
+    """crun makes containers by default; runc, also in the image, is the configurable fallback."""
+    cfg = config_with(tmp_path, kernel_params="agent.oci_runtime=/usr/bin/runc")
+    b = bundle(["sh", "-c", "echo via runc; exit 9"])
+    r = kata("run", "--bundle", str(b), cid, config=cfg)
+    assert (r.rc, r.out) == (9, "via runc\n"), r.err
