@@ -155,8 +155,9 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
         with ctx.store.locked(cid, "create"), _interruptible(cid, "create"):
             sandbox.save()
             sandbox.boot()
-            readonly = bool((bundle.spec.get("root") or {}).get("readonly"))
-            c.rootfs_mount, guest_rootfs = sandbox.share_rootfs(cid, bundle.rootfs, readonly)
+            # shared writable: root.readonly is applied in the guest, after the OCI runtime has made
+            # the mount points it needs (as runc does on a host)
+            c.rootfs_mount, guest_rootfs = sandbox.share_rootfs(cid, bundle.rootfs, readonly=False)
             sandbox.save()
             sandbox.agent(cid).create_container(cid, bundle.spec, guest_rootfs, [], no_pivot)
             shim = daemons.start_shim(cid, cid, sandbox.proxy_socket, detach=detach_shim,

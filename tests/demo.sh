@@ -6,7 +6,7 @@ dir=$(mktemp -d /tmp/kata-demo.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 mkdir -p "$dir/rootfs/bin"
 cp /bin/busybox "$dir/rootfs/bin/"
-for a in $(/bin/busybox --list); do ln -sf busybox "$dir/rootfs/bin/$a"; done
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$dir/rootfs/bin/$a"; done
 (cd "$dir" && kata-runtime spec)
 python3 - "$dir/config.json" <<'PY'
 import json, sys

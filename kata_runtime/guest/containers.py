@@ -159,7 +159,7 @@ class Containers:
                        what: str) -> Process:
         """Run ``runc create``/``runc exec --detach`` with fresh stdio pipes and watch the result."""
         if tty:
-            raise AgentFailure(f"{what}: terminals are not supported yet")
+            raise AgentFailure("terminals are not supported yet")
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -206,7 +206,7 @@ class Containers:
         tty = bool(guest_spec.get("process", {}).get("terminal"))
         argv = ["create", "--bundle", str(bundle)] + (["--no-pivot"] if no_pivot else [])
         try:
-            init = self._start_process(argv, cid, cid, bundle, tty, f"create container {cid}")
+            init = self._start_process(argv, cid, cid, bundle, tty, _tool())
         except AgentFailure:
             shutil.rmtree(bundle, ignore_errors=True)
             raise
@@ -215,7 +215,7 @@ class Containers:
 
     def start(self, cid: str) -> None:
         c = self.get(cid)
-        self._runc("start", cid, what=f"start container {cid}")
+        self._runc("start", cid, what=_tool())
         c.status = "running"
 
     def exec(self, cid: str, exec_id: str, process: dict[str, Any]) -> None:
@@ -226,20 +226,20 @@ class Containers:
         path.write_text(json.dumps(process))
         tty = bool(process.get("terminal"))
         proc = self._start_process(["exec", "--detach", "--process", str(path)], cid, exec_id, c.bundle, tty,
-                                   f"exec in container {cid}")
+                                   _tool())
         c.processes[exec_id] = proc
 
     def signal(self, cid: str, exec_id: str, signo: int, all_processes: bool) -> None:
         c = self.get(cid)
         if all_processes:
-            self._runc("kill", "--all", cid, str(signo), what=f"kill container {cid}")
+            self._runc("kill", "--all", cid, str(signo), what=_tool())
             return
         proc = self.process(cid, exec_id)
         if proc.exited.is_set():
             return
         if proc is c.init and c.status == "created":
             # still "runc init" waiting for start: runc knows how to kill it
-            self._runc("kill", cid, str(signo), what=f"kill container {cid}")
+            self._runc("kill", cid, str(signo), what=_tool())
             return
         try:
             os.kill(proc.pid, signo)
@@ -254,11 +254,11 @@ class Containers:
 
     def pause(self, cid: str) -> None:
         self.get(cid)
-        self._runc("pause", cid, what=f"pause container {cid}")
+        self._runc("pause", cid, what=_tool())
 
     def resume(self, cid: str) -> None:
         self.get(cid)
-        self._runc("resume", cid, what=f"resume container {cid}")
+        self._runc("resume", cid, what=_tool())
 
     def ps(self, cid: str) -> list[int]:
         """Guest pids of the container's processes."""
@@ -287,6 +287,11 @@ class Containers:
             except AgentFailure as e:
                 log.warning("%s", e)
         return procs
+
+
+def _tool() -> str:
+    """How errors of the OCI runtime are prefixed: its name ("crun: ...")."""
+    return os.path.basename(RUNC)
 
 
 def _drain(fd: int) -> str:

@@ -81,8 +81,9 @@ class Kata:
         return [e for e in lines if e.get("level") == "error"]
 
 
-def make_bundle(path: Path, args: list[str], **process: Any) -> Path:
-    """A busybox bundle at ``path`` whose process runs ``args``."""
+def make_bundle(path: Path, args: list[str], mountpoints: bool = True, **process: Any) -> Path:
+    """A busybox bundle at ``path`` whose process runs ``args`` (runc's default spec: read-only
+    root). ``mountpoints=False`` leaves out /proc, /sys, /dev... for the runtime to make."""
     rootfs = path / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
@@ -90,7 +91,7 @@ def make_bundle(path: Path, args: list[str], **process: Any) -> Path:
     for a in applets:
         if a != "busybox":
             os.symlink("busybox", rootfs / "bin" / a)
-    for d in ("proc", "sys", "dev", "tmp", "etc"):
+    for d in ("proc", "sys", "dev", "tmp", "etc") if mountpoints else ():
         (rootfs / d).mkdir(exist_ok=True)
     subprocess.run(["runc", "spec", "--bundle", str(path)], check=True)
     spec = json.loads((path / "config.json").read_text())
@@ -143,8 +144,8 @@ def kata(tmp_path: Path) -> Kata:
 def bundle(tmp_path: Path) -> Callable[..., Path]:
     counter = iter(range(1000))
 
-    def make(args: list[str], **process: Any) -> Path:
-        return make_bundle(tmp_path / f"bundle{next(counter)}", args, **process)
+    def make(args: list[str], mountpoints: bool = True, **process: Any) -> Path:
+        return make_bundle(tmp_path / f"bundle{next(counter)}", args, mountpoints, **process)
 
     return make
 

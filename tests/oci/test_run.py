@@ -9,10 +9,12 @@ from tests.oci.conftest import Kata, config_with
 
 
 def test_run_prints_the_guest_kernel_release(kata: Kata, bundle, cid: str) -> None:
-    b = bundle(["uname", "-r"])
+    # a bare rootfs (no /proc, /dev... mount points) with runc's read-only root, as `make demo` makes
+    b = bundle(["sh", "-c", "uname -r; touch /newfile 2>/dev/null && echo writable; true"], mountpoints=False)
     r = kata("run", "--bundle", str(b), cid)
     assert r.rc == 0, r.err
     guest = r.out.strip()
+    assert "writable" not in guest  # root.readonly is applied
     assert guest and guest != platform.release(), f"guest kernel {guest!r} vs host {platform.release()!r}"
     assert guest.endswith("-amd64")
     # the foreground run deleted the container
