@@ -4,7 +4,7 @@
 VENV ?= /opt/kata-runtime/venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test unit oci lint bench
+.PHONY: setup demo test unit oci bats lint bench
 setup:
 	packaging/setup-host.sh
 
@@ -12,6 +12,7 @@ demo: setup
 	tests/demo.sh
 
 test: setup lint
+	KATA=$(VENV)/bin/kata-runtime bats tests/bats
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/oci
 
 unit:
@@ -19,6 +20,9 @@ unit:
 
 oci:
 	$(PY) -m pytest -q tests/oci
+
+bats:
+	KATA=$(VENV)/bin/kata-runtime bats tests/bats
 
 lint:
 	$(VENV)/bin/ruff check kata_runtime tests benchmarks

@@ -434,14 +434,9 @@ def split_phases(wall: float, ph: dict[str, float], guest: dict[str, float],
     }
 
 
-def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, Any]:
-    cid = f"bench{os.getpid()}-k{idx}"
-    tr.kata_ids.append(cid)
-    logf = tr.work / f"{cid}.log"
-    outf = tr.work / f"{cid}.out"
-    argv = [tr.runtime, "--root", str(tr.kata_root), "--debug", "--log", str(logf), "--log-format", "json",
-            "run", "--bundle", str(bundle), cid]
-    res: dict[str, Any] = {"id": cid, "ok": False}
+def timed_run(tr: Tracker, argv: list[str], outf: Path, timeout: float) -> tuple[int, float, str]:
+    """Run a command (its own session, output to ``outf``): (exit status, wall seconds, error or "")."""
+    error = ""
     with open(outf, "wb") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -452,8 +447,22 @@ def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, A
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.wait()
-            res["error"] = f"timeout after {timeout:g} s"
+            error = f"timeout after {timeout:g} s"
         wall = time.monotonic() - t0
+    return rc, wall, error
+
+
+def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, Any]:
+    cid = f"bench{os.getpid()}-k{idx}"
+    tr.kata_ids.append(cid)
+    logf = tr.work / f"{cid}.log"
+    outf = tr.work / f"{cid}.out"
+    argv = [tr.runtime, "--root", str(tr.kata_root), "--debug", "--log", str(logf), "--log-format", "json",
+            "run", "--bundle", str(bundle), cid]
+    res: dict[str, Any] = {"id": cid, "ok": False}
+    rc, wall, error = timed_run(tr, argv, outf, timeout)
+    if error:
+        res["error"] = error
     phases, guest, qemu_up, lines = parse_runtime_log(logf)
     res.update(wall=round(wall, 3), rc=rc, phases=phases, guest=guest, qemu_up=qemu_up,
                durations=split_phases(wall, phases, guest, qemu_up), log_lines=lines)
@@ -472,18 +481,10 @@ def runc_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, A
     outf = tr.work / f"{cid}.out"
     argv = [tr.runc, "--root", str(tr.runc_root), "run", "--bundle", str(bundle), cid]
     res: dict[str, Any] = {"id": cid, "ok": False}
-    with open(outf, "wb") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
-        tr.children.append(proc)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
-            res["error"] = f"timeout after {timeout:g} s"
-        res["wall"] = round(time.monotonic() - t0, 3)
+    rc, wall, error = timed_run(tr, argv, outf, timeout)
+    if error:
+        res["error"] = error
+    res["wall"] = round(wall, 3)
     res["rc"] = rc
     if rc != 0 and "error" not in res:
         res["error"] = f"exit status {rc}: {tail(outf)}"

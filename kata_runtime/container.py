@@ -21,7 +21,7 @@ from typing import Any
 
 from kata_runtime import daemons
 from kata_runtime.config import Config, load_config
-from kata_runtime.errors import InvalidArgument, InvalidState, KataError
+from kata_runtime.errors import ContainerNotFound, InvalidArgument, InvalidState, KataError
 from kata_runtime.oci.state import ContainerState, Status
 from kata_runtime.phases import phase
 from kata_runtime.store import ContainerRecord, ExecRecord, ProcRef, SandboxRecord, SandboxStore
@@ -87,20 +87,27 @@ class _Context:
         return Sandbox(self.store, self.cfg, rec)
 
 
+def _load_container(store: SandboxStore, cid: str, step: str) -> tuple[SandboxRecord, ContainerRecord]:
+    """The record of ``cid``'s sandbox and of ``cid`` in it (read without the lock: writes are atomic)."""
+    from kata_runtime.oci.spec import validate_id
+
+    validate_id(cid)
+    rec = store.load(store.sandbox_of(cid, step), step)
+    c = rec.containers.get(cid)
+    if c is None:
+        raise ContainerNotFound("container does not exist", container=cid, step=step)
+    return rec, c
+
+
 @contextlib.contextmanager
 def _locked_container(ctx: _Context, cid: str, step: str) -> Iterator[tuple[SandboxRecord, ContainerRecord]]:
+    """Hold the sandbox's lock and yield the records, loaded under it."""
     from kata_runtime.oci.spec import validate_id
 
     validate_id(cid)
     sid = ctx.store.sandbox_of(cid, step)
     with ctx.store.locked(sid, step):
-        rec = ctx.store.load(sid, step)
-        c = rec.containers.get(cid)
-        if c is None:
-            from kata_runtime.errors import ContainerNotFound
-
-            raise ContainerNotFound("container does not exist", container=cid, step=step)
-        yield rec, c
+        yield _load_container(ctx.store, cid, step)
 
 
 class _Interrupted(KataError):
@@ -212,17 +219,7 @@ def _start_locked(ctx: _Context, rec: SandboxRecord, c: ContainerRecord) -> None
 
 def state(opts: RuntimeOptions, cid: str) -> ContainerState:
     """The container's current state (status refreshed from the liveness of shim and VM)."""
-    from kata_runtime.oci.spec import validate_id
-
-    validate_id(cid)
-    store = SandboxStore(opts.root)
-    rec = store.load(store.sandbox_of(cid, "state"), "state")
-    c = rec.containers.get(cid)
-    if c is None:
-        from kata_runtime.errors import ContainerNotFound
-
-        raise ContainerNotFound("container does not exist", container=cid, step="state")
-    return _to_state(rec, c)
+    return _to_state(*_load_container(SandboxStore(opts.root), cid, "state"))
 
 
 def kill(opts: RuntimeOptions, cid: str, signal: int, *, all_processes: bool = False) -> None:
@@ -332,16 +329,7 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
 
 def container_process(opts: RuntimeOptions, cid: str) -> dict[str, Any]:
     """The container's own OCI ``process`` object, the base that ``exec ARGS...`` modifies."""
-    from kata_runtime.oci.spec import validate_id
-
-    validate_id(cid)
-    store = SandboxStore(opts.root)
-    rec = store.load(store.sandbox_of(cid, "exec"), "exec")
-    c = rec.containers.get(cid)
-    if c is None:
-        from kata_runtime.errors import ContainerNotFound
-
-        raise ContainerNotFound("container does not exist", container=cid, step="exec")
+    _rec, c = _load_container(SandboxStore(opts.root), cid, "exec")
     return dict(c.process)
 
 
