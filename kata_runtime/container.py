@@ -51,7 +51,10 @@ def _now_rfc3339() -> str:
 
 
 def current_status(rec: SandboxRecord, c: ContainerRecord) -> Status:
-    """The stored status, corrected by what still runs: a dead VM or shim means stopped."""
+    """The stored status, corrected by what still runs: a dead VM or shim means stopped, and so
+    does a "creating" whose kata-runtime died (killed mid-create: only delete is left to do)."""
+    if c.status is Status.CREATING:
+        return Status.STOPPED if c.creator is not None and not c.creator.alive() else c.status
     if c.status in (Status.CREATED, Status.RUNNING, Status.PAUSED):
         if rec.qemu is None or not rec.qemu.alive():
             return Status.STOPPED
@@ -155,7 +158,7 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     rec = SandboxRecord(id=cid)
     c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs), created=_now_rfc3339(),
                         status=Status.CREATING, annotations=dict(bundle.spec.get("annotations") or {}),
-                        process=process)
+                        process=process, creator=ProcRef.of(os.getpid()))
     rec.containers[cid] = c
     sandbox = ctx.sandbox(rec)
     try:

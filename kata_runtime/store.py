@@ -79,6 +79,7 @@ class ContainerRecord:
     shim: ProcRef | None = None
     rootfs_mount: str = ""  # host bind mount of the rootfs in the shared directory
     execs: dict[str, ExecRecord] = field(default_factory=dict)
+    creator: ProcRef | None = None  # the kata-runtime that is creating it (while "creating")
 
 
 @dataclass
@@ -103,6 +104,7 @@ class SandboxRecord:
             c = dict(c)
             c["status"] = Status(c["status"])
             c["shim"] = ref(c.get("shim"))
+            c["creator"] = ref(c.get("creator"))
             c["execs"] = {k: ExecRecord(v["id"], ref(v.get("shim"))) for k, v in c.get("execs", {}).items()}
             containers[cid] = ContainerRecord(**c)
         return cls(id=d["id"], accel=d.get("accel", ""), qemu=ref(d.get("qemu")), proxy=ref(d.get("proxy")),

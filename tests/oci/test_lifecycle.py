@@ -168,3 +168,21 @@ def test_kill_9_of_proxy_and_shim_then_delete_cleans(kata: Kata, bundle, cid: st
     assert r.rc != 0 and cid in r.err
     kata.ok("delete", cid)
     assert kata("state", cid).rc != 0
+
+
+def test_kill_9_of_the_runtime_during_create_then_delete_cleans(kata: Kata, bundle, cid: str,
+                                                                 tmp_path: Path) -> None:
+    b = bundle(["sleep", "1000"])
+    with open(tmp_path / "create.out", "wb") as out:
+        creator = subprocess.Popen(kata.argv("create", "--bundle", str(b), cid), stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=out)
+    # wait until the VM is being booted, then kill the runtime in the middle of its work
+    deadline = time.monotonic() + 60
+    while not subprocess.run(["pgrep", "-f", f"sandbox-{cid} "], capture_output=True).stdout:
+        assert time.monotonic() < deadline and creator.poll() is None
+        time.sleep(0.05)
+    creator.kill()
+    creator.wait()
+    assert kata.state(cid)["status"] == "stopped"  # its creator is gone: nothing will finish it
+    kata.ok("delete", cid)
+    assert kata("state", cid).rc != 0
