@@ -155,6 +155,8 @@ class Sandbox:
         """Tear everything down; every step is attempted even when an earlier one fails."""
         errors: list[str] = []
         vm = self.vm()
+        if self.rec.qemu is None:
+            vm.adopt()
         if self.agent_answered and vm.alive() and self.rec.proxy is not None and self.rec.proxy.alive():
             with contextlib.suppress(KataError):
                 self.agent().destroy_sandbox()

@@ -126,6 +126,22 @@ class QemuVM:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
 
+    def adopt(self) -> bool:
+        """Find this VM's QEMU from its pid file when no record names it (the runtime was killed
+        between launching QEMU and saving its pid). True when a live QEMU of ours was found."""
+        if self.alive():
+            return True
+        try:
+            pid = int(self.paths.pidfile.read_text().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            return False
+        if f"sandbox-{self.name}".encode() not in argv or str(self.paths.qmp).encode() not in b" ".join(argv):
+            return False  # the pid was reused by someone else
+        self.proc = ProcRef.of(pid)
+        return self.alive()
+
     def console_tail(self, lines: int = 3) -> str:
         try:
             text = self.paths.console.read_text(errors="replace").strip().splitlines()
