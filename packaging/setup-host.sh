@@ -24,6 +24,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 say "installing kata-runtime into $VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
+# Bytecode now, whatever PYTHONDONTWRITEBYTECODE says: compiling at every start costs each kata-shim
+# and kata-proxy about 0.7 MB of memory, and every CLI call time.
+"$VENV/bin/python" -m compileall -q -j0 kata_runtime
 for prog in kata-runtime; do ln -sf "$VENV/bin/$prog" "/usr/local/bin/$prog"; done
 
 say "building and installing the guest kernel and image"
