@@ -337,7 +337,7 @@ def container_process(opts: RuntimeOptions, cid: str) -> dict[str, Any]:
 
 
 def list_containers(opts: RuntimeOptions) -> list[ContainerState]:
-    """Every container under ``opts.root``, sorted by creation time."""
+    """Every container under ``opts.root``, sorted by id (as runc lists its state directories)."""
     store = SandboxStore(opts.root)
     out: list[ContainerState] = []
     for sid in store.sandbox_ids():
@@ -346,4 +346,4 @@ def list_containers(opts: RuntimeOptions) -> list[ContainerState]:
         except KataError:
             continue  # being created or deleted right now
         out.extend(_to_state(rec, c) for c in rec.containers.values())
-    return sorted(out, key=lambda s: s.created)
+    return sorted(out, key=lambda s: s.id)
