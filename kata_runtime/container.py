@@ -150,9 +150,8 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
         e.step = e.step or "create"
         raise
     process = bundle.spec.get("process") or {}
-    if console_socket is not None or process.get("terminal"):
-        raise InvalidArgument("terminals (process.terminal, --console-socket) are not supported yet",
-                              container=cid, step="create")
+    tty = bool(process.get("terminal"))
+    _check_terminal_flags(cid, "create", tty, console_socket, detach_shim)
     cfg = ctx.cfg  # configuration errors before anything is made
     ctx.store.reserve(cid)
     rec = SandboxRecord(id=cid)
@@ -170,8 +169,8 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
             c.rootfs_mount, guest_rootfs = sandbox.share_rootfs(cid, bundle.rootfs, readonly=False)
             sandbox.save()
             sandbox.agent(cid).create_container(cid, bundle.spec, guest_rootfs, [], no_pivot)
-            shim = daemons.start_shim(cid, cid, sandbox.proxy_socket, detach=detach_shim,
-                                      configured=cfg.shim_path)
+            shim = _start_shim(cid, cid, sandbox.proxy_socket, detach_shim, tty, console_socket, cfg.shim_path,
+                               "create")
             c.shim = ProcRef.of(shim.pid)
             c.status = Status.CREATED
             sandbox.save()
@@ -187,6 +186,28 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
         if isinstance(e, KataError) and e.container is None:
             e.container, e.step = cid, "create"
         raise
+
+
+def _check_terminal_flags(cid: str, step: str, tty: bool, console_socket: Path | None, detach: bool) -> None:
+    """runc's rules: a detached terminal needs a console socket, a console socket needs a terminal."""
+    if tty and detach and console_socket is None:
+        raise InvalidArgument("cannot allocate tty if runc will detach without setting console socket",
+                              container=cid, step=step)
+    if console_socket is not None and (not tty or not detach):
+        raise InvalidArgument("cannot use console socket if runc will not detach or allocate tty",
+                              container=cid, step=step)
+
+
+def _start_shim(cid: str, exec_id: str, proxy_socket: Path, detach: bool, tty: bool, console_socket: Path | None,
+                configured: str, step: str) -> subprocess.Popen[bytes]:
+    """The process's shim; with a console socket, on a fresh pty whose master goes to the engine."""
+    slave = daemons.send_console(console_socket, cid, step) if console_socket is not None else None
+    try:
+        return daemons.start_shim(cid, exec_id, proxy_socket, detach=detach, tty=tty, terminal_fd=slave,
+                                  configured=configured, step=step)
+    finally:
+        if slave is not None:
+            os.close(slave)
 
 
 def create(opts: RuntimeOptions, cid: str, bundle: Path, *, pid_file: Path | None = None,
@@ -306,9 +327,8 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
     return its exit status. Detached: return 0 once it runs; its kata-shim's pid goes to
     ``pid_file``."""
     ctx = _Context(opts)
-    if console_socket is not None or process.get("terminal"):
-        raise InvalidArgument("terminals (--tty, --console-socket) are not supported yet", container=cid,
-                              step="exec")
+    tty = bool(process.get("terminal"))
+    _check_terminal_flags(cid, "exec", tty, console_socket, detach)
     if not process.get("args"):
         raise InvalidArgument("process args cannot be empty", container=cid, step="exec")
     exec_id = secrets.token_hex(8)
@@ -318,8 +338,8 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
             raise InvalidState(f"cannot exec in a {status} container", container=cid, step="exec")
         sandbox = ctx.sandbox(rec)
         sandbox.agent(cid).exec_process(cid, exec_id, process)
-        shim = daemons.start_shim(cid, exec_id, sandbox.proxy_socket, detach=detach,
-                                  configured=ctx.cfg.shim_path, step="exec")
+        shim = _start_shim(cid, exec_id, sandbox.proxy_socket, detach, tty, console_socket, ctx.cfg.shim_path,
+                           "exec")
         if detach:
             c.execs[exec_id] = ExecRecord(exec_id, ProcRef.of(shim.pid))
             sandbox.save()

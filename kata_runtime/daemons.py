@@ -69,8 +69,10 @@ def start_proxy(sandbox: str, channel: Path, listen: Path, log: Path, configured
 
 
 def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool, tty: bool = False,
-               configured: str = "", step: str = "create") -> subprocess.Popen[bytes]:
-    """Start the kata-shim of one process; it keeps this process's stdio (the container's).
+               terminal_fd: int | None = None, configured: str = "",
+               step: str = "create") -> subprocess.Popen[bytes]:
+    """Start the kata-shim of one process; it keeps this process's stdio (the container's), or
+    has ``terminal_fd`` (the slave of the pty whose master went to the engine) as all three.
 
     Detached, it gets its own session and outlives us; otherwise it is our child in our process
     group (so a terminal's ^C reaches it). Returns once it is attached to the process."""
@@ -79,7 +81,8 @@ def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool
         "--container", container, "--exec", exec_id, "--proxy", str(proxy_socket), "--ready-fd", str(wfd),
         "--tty", "1" if tty else "0"]
     try:
-        proc = subprocess.Popen(argv, pass_fds=(wfd,), start_new_session=detach, cwd="/")
+        proc = subprocess.Popen(argv, pass_fds=(wfd,), start_new_session=detach, cwd="/", stdin=terminal_fd,
+                                stdout=terminal_fd, stderr=terminal_fd)
         os.close(wfd)
         wfd = -1
         problem = _wait_ready(rfd, proc, 30.0)
@@ -123,3 +126,22 @@ def wait_gone(ref: ProcRef | None, timeout: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def send_console(console_socket: Path, cid: str, step: str) -> int:
+    """Allocate a pty, send its master to the engine's console socket (SCM_RIGHTS, as runc does)
+    and return the slave, which becomes the shim's stdio."""
+    import socket
+
+    master, slave = os.openpty()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(console_socket))
+            socket.send_fds(sock, [os.ttyname(slave).encode()], [master])
+    except OSError as e:
+        os.close(slave)
+        raise ShimError(f"cannot send the terminal to console socket {console_socket}: {e.strerror or e}",
+                        container=cid, step=step) from None
+    finally:
+        os.close(master)
+    return slave

@@ -254,10 +254,11 @@ class ChannelServer:
             st.proc = proc
             proc.session = st
             st.send_msg(shimproto.READY)
+            kind = "tty" if proc.tty else "out"  # a terminal's master also takes stdin writes
             for fd in (proc.stdout_fd, proc.stderr_fd):
                 if fd is not None:
                     st.open_outputs.add(fd)
-                    self.sel.register(fd, selectors.EVENT_READ, ("out", st))
+                    self.sel.register(fd, selectors.EVENT_READ, (kind, st))
             self._maybe_exit(proc)
             return
         attached = st.proc
@@ -278,7 +279,7 @@ class ChannelServer:
                 except (ProcessLookupError, PermissionError):
                     pass
         elif mtype == shimproto.RESIZE:
-            pass  # terminals come with the tty work
+            self.containers.resize(attached, *shimproto.parse_resize(payload))
 
     def _detach(self, st: Stream) -> None:
         proc = st.proc
@@ -287,7 +288,7 @@ class ChannelServer:
         for fd in list(st.open_outputs):
             self.sel.unregister(fd)
         st.open_outputs.clear()
-        if proc.stdin_fd is not None and st.stdin_buf:
+        if proc.stdin_fd is not None and st.stdin_buf and not proc.tty:
             try:
                 self.sel.unregister(proc.stdin_fd)
             except (KeyError, ValueError):
@@ -310,7 +311,10 @@ class ChannelServer:
             data = data[n:]
             if not data:
                 return
-            self.sel.register(proc.stdin_fd, selectors.EVENT_WRITE, ("in", st))
+            if proc.tty:
+                self.sel.modify(proc.stdin_fd, selectors.EVENT_READ | selectors.EVENT_WRITE, ("tty", st))
+            else:
+                self.sel.register(proc.stdin_fd, selectors.EVENT_WRITE, ("in", st))
         st.stdin_buf += data
 
     def _stdin_writable(self, st: Stream) -> None:
@@ -325,7 +329,10 @@ class ChannelServer:
             n = len(st.stdin_buf)
         del st.stdin_buf[:n]
         if not st.stdin_buf:
-            self.sel.unregister(proc.stdin_fd)
+            if proc.tty:
+                self.sel.modify(proc.stdin_fd, selectors.EVENT_READ, ("tty", st))
+            else:
+                self.sel.unregister(proc.stdin_fd)
             if st.stdin_eof:
                 self._close_stdin(st)
 
@@ -349,10 +356,10 @@ class ChannelServer:
         self.sel.unregister(fd)
         st.open_outputs.discard(fd)
         if proc is not None:
-            if fd == proc.stdout_fd:
-                proc.stdout_fd = None
-            if fd == proc.stderr_fd:
-                proc.stderr_fd = None
+            # a terminal's master is stdin and stdout at once: forget it in every role
+            for name in ("stdout_fd", "stderr_fd", "stdin_fd"):
+                if getattr(proc, name) == fd:
+                    setattr(proc, name, None)
             os.close(fd)
             self._maybe_exit(proc)
 
@@ -388,6 +395,11 @@ class ChannelServer:
                             self._bridge_event(st, events)
                     elif kind == "out":
                         self._output_readable(st, key.fd)
+                    elif kind == "tty":
+                        if events & selectors.EVENT_WRITE:
+                            self._stdin_writable(st)
+                        if events & selectors.EVENT_READ and key.fd in st.open_outputs:
+                            self._output_readable(st, key.fd)
                     elif kind == "in":
                         self._stdin_writable(st)
                 except Exception:  # one bad stream must not take the agent down

@@ -6,10 +6,14 @@ far ends the process holds; the channel loop reads and writes them while a kata-
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
+import socket
+import struct
+import termios
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,43 +159,97 @@ class Containers:
 
         self.reaper.on_exit(proc.pid, exited)
 
+    def _run_oci(self, argv: list[str], stdio: tuple[int, int, int]) -> int:
+        """Start the OCI runtime with the given stdio; returns its pid (watched via the reaper)."""
+        proc = self.reaper.spawn(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], close_fds=True)
+        return proc.pid
+
+    def _wait_exit(self, pid: int, console: socket.socket | None = None) -> tuple[int, int | None]:
+        """Wait for the OCI runtime to exit; with a console socket, also take the pty master it
+        sends there (SCM_RIGHTS). Returns (exit status, master fd or None)."""
+        done = threading.Event()
+        result: list[int] = []
+
+        def finished(_pid: int, status: int) -> None:
+            result.append(status)
+            done.set()
+
+        self.reaper.on_exit(pid, finished)
+        master: int | None = None
+        if console is not None:
+            console.settimeout(0.05)
+            while master is None and not done.is_set():
+                try:
+                    conn, _ = console.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(10)
+                    _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+                    master = fds[0] if fds else None
+        done.wait()
+        return result[0], master
+
     def _start_process(self, argv: list[str], cid: str, exec_id: str, workdir: Path, tty: bool,
                        what: str) -> Process:
-        """Run ``runc create``/``runc exec --detach`` with fresh stdio pipes and watch the result."""
+        """Run ``create``/``exec --detach`` of the OCI runtime and watch the process it starts.
+
+        Without a terminal the process gets fresh pipes; with one, the runtime allocates a pty in
+        the container and hands its master to the agent over a console socket."""
+        log_file = workdir / f"runc-{exec_id}.log"
+        pid_file = workdir / f"{exec_id}.pid"
+        base = [RUNC, "--root", RUNC_ROOT, "--log", str(log_file), "--log-format", "json", *argv,
+                "--pid-file", str(pid_file)]
         if tty:
-            raise AgentFailure("terminals are not supported yet")
+            sock_path = workdir / f"console-{exec_id}.sock"
+            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                console.bind(str(sock_path))
+                console.listen(1)
+                null = os.open(os.devnull, os.O_RDWR)
+                try:
+                    pid = self._run_oci(base + ["--console-socket", str(sock_path), cid], (null, null, null))
+                finally:
+                    os.close(null)
+                status, master = self._wait_exit(pid, console)
+            finally:
+                console.close()
+                sock_path.unlink(missing_ok=True)
+            if status != 0 or master is None:
+                if master is not None:
+                    os.close(master)
+                msg = _runc_error(b"", log_file) or f"exited {status} without sending a terminal"
+                raise AgentFailure(f"{what}: {msg}")
+            os.set_blocking(master, False)
+            proc = Process(cid, exec_id, int(pid_file.read_text().strip()), True, master, master, None)
+            self._watch(proc)
+            return proc
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        log_file = workdir / f"runc-{exec_id}.log"
-        pid_file = workdir / f"{exec_id}.pid"
         try:
-            runc = self.reaper.spawn([RUNC, "--root", RUNC_ROOT, "--log", str(log_file), "--log-format", "json",
-                                      *argv, "--pid-file", str(pid_file), cid],
-                                     stdin=in_r, stdout=out_w, stderr=err_w, close_fds=True)
-            done = threading.Event()
-            result: list[int] = []
-
-            def finished(_pid: int, status: int) -> None:
-                result.append(status)
-                done.set()
-
-            self.reaper.on_exit(runc.pid, finished)
-            done.wait()
+            status, _ = self._wait_exit(self._run_oci(base + [cid], (in_r, out_w, err_w)))
         finally:
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
-        if result[0] != 0:
-            msg = _runc_error(b"", log_file) or _drain(err_r) or f"runc exited {result[0]}"
+        if status != 0:
+            msg = _runc_error(b"", log_file) or _drain(err_r) or f"exited {status}"
             for fd in (in_w, out_r, err_r):
                 os.close(fd)
             raise AgentFailure(f"{what}: {msg}")
-        pid = int(pid_file.read_text().strip())
         for fd in (in_w, out_r, err_r):
             os.set_blocking(fd, False)
-        proc = Process(cid, exec_id, pid, False, in_w, out_r, err_r)
+        proc = Process(cid, exec_id, int(pid_file.read_text().strip()), False, in_w, out_r, err_r)
         self._watch(proc)
         return proc
+
+    def resize(self, proc: Process, rows: int, cols: int) -> None:
+        """Set the terminal size of a process that has one."""
+        if proc.tty and proc.stdin_fd is not None:
+            try:
+                fcntl.ioctl(proc.stdin_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            except OSError as e:
+                log.info("resize %s/%s: %s", proc.container_id, proc.exec_id, e)
 
     # -- operations ---------------------------------------------------------------------------
     def create(self, cid: str, spec: dict[str, Any], rootfs: str, no_pivot: bool) -> None:

@@ -25,6 +25,10 @@ import sys
 
 from kata_runtime.protocol import lightargs, shimproto
 
+TYPE_CHECKING = False  # not typing's: importing typing or collections.abc costs memory at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # Signals that are not forwarded: uncatchable, or the shim's own business.
 _NOT_FORWARDED = {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH}
 EXIT_LOST_VM = 255
@@ -236,7 +240,40 @@ def main(argv: list[str] | None = None) -> int:
     if ready_fd >= 0:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
-    return shim.serve(early)
+    restore = _setup_terminal(0) if tty else None
+    try:
+        return shim.serve(early)
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _setup_terminal(fd: int) -> Callable[[], None] | None:
+    """Make our terminal raw (the guest's terminal does the line discipline) and, when we lead our
+    own session (engines' console sockets), our controlling terminal, so that SIGWINCH comes to us
+    when the engine resizes it. Returns how to restore the terminal's mode."""
+    import termios
+
+    try:
+        saved = termios.tcgetattr(fd)
+    except termios.error:
+        return None  # not a terminal: nothing to do
+    if os.getsid(0) == os.getpid():
+        try:
+            import fcntl
+
+            fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+        except OSError:
+            pass
+    mode = termios.tcgetattr(fd)
+    mode[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
+    mode[1] &= ~termios.OPOST
+    mode[2] = (mode[2] & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
+    mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
+    mode[6][termios.VMIN] = 1
+    mode[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSAFLUSH, mode)
+    return lambda: termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
 if __name__ == "__main__":
