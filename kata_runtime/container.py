@@ -350,6 +350,45 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
     return _wait_forwarding_signals(shim)
 
 
+def pause(opts: RuntimeOptions, cid: str) -> None:
+    """Freeze every process of a running container (cgroup freezer in the guest)."""
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, "pause") as (rec, c):
+        if not current_status(rec, c).can_pause():
+            raise InvalidState("container not running", container=cid, step="pause")
+        sandbox = ctx.sandbox(rec)
+        sandbox.agent(cid).pause_container(cid)
+        c.status = Status.PAUSED
+        sandbox.save()
+
+
+def resume(opts: RuntimeOptions, cid: str) -> None:
+    """Thaw a paused container."""
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, "resume") as (rec, c):
+        if not current_status(rec, c).can_resume():
+            raise InvalidState("container not paused", container=cid, step="resume")
+        sandbox = ctx.sandbox(rec)
+        sandbox.agent(cid).resume_container(cid)
+        c.status = Status.RUNNING
+        sandbox.save()
+
+
+def ps(opts: RuntimeOptions, cid: str, fmt: str, ps_args: list[str]) -> str:
+    """``runc ps``: JSON, the list of the container's pids (in the guest); table, the guest's ps
+    output for the container's processes (``ps_args`` are busybox ps's, e.g. ``-o pid,args``)."""
+    ctx = _Context(opts)
+    rec, c = _load_container(ctx.store, cid, "ps")
+    if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
+        raise InvalidState("container not running", container=cid, step="ps")
+    agent = ctx.sandbox(rec).agent(cid)
+    if fmt == "json":
+        import json
+
+        return json.dumps(agent.list_processes(cid)) + "\n"
+    return str(agent.process_table(cid, ps_args).decode(errors="replace"))
+
+
 def container_process(opts: RuntimeOptions, cid: str) -> dict[str, Any]:
     """The container's own OCI ``process`` object, the base that ``exec ARGS...`` modifies."""
     _rec, c = _load_container(SandboxStore(opts.root), cid, "exec")

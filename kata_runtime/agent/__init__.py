@@ -30,6 +30,9 @@ class AgentClient(Protocol):
 
     def list_processes(self, cid: str) -> list[int]: ...
 
+    def process_table(self, cid: str, ps_args: list[str]) -> bytes:
+        """The guest's ps output (header and the container's rows); ``ps_args`` are busybox ps's."""
+
     def pause_container(self, cid: str) -> None: ...
 
     def resume_container(self, cid: str) -> None: ...

@@ -87,6 +87,11 @@ class GrpcAgentClient:
         resp = self._rpc("ListProcesses", pb.ListProcessesRequest(container_id=cid, format="json"), "ps")
         return list(json.loads(resp.process_list or b"[]"))
 
+    def process_table(self, cid: str, ps_args: list[str]) -> bytes:
+        resp = self._rpc("ListProcesses", pb.ListProcessesRequest(container_id=cid, format="table", args=ps_args),
+                         "ps")
+        return bytes(resp.process_list)
+
     def pause_container(self, cid: str) -> None:
         self._rpc("PauseContainer", pb.PauseContainerRequest(container_id=cid), "pause")
 

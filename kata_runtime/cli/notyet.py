@@ -19,31 +19,6 @@ def not_implemented(command: str, container_id: str | None = None) -> NoReturn:
     raise KataError("not implemented yet", container=container_id, step=command)
 
 
-@runc_command("ps", nargs=(1, None), reorder=False,
-              short_help="ps displays the processes running inside a container")
-@click.option("--format", "-f", "fmt", default="table", show_default=True,
-              help="select one of: table or json")
-@click.argument("container_id", metavar="<container-id>")
-@click.argument("ps_args", metavar="[ps options]", nargs=-1, type=click.UNPROCESSED)
-def ps(fmt: str, container_id: str, ps_args: tuple[str, ...]) -> None:
-    """Display the processes running inside a container."""
-    not_implemented("ps", container_id)
-
-
-@runc_command("pause", short_help="pause suspends all processes inside the container")
-@click.argument("container_id", metavar="<container-id>")
-def pause(container_id: str) -> None:
-    """Suspend all processes in the instance of the container."""
-    not_implemented("pause", container_id)
-
-
-@runc_command("resume", short_help="resumes all processes that have been previously paused")
-@click.argument("container_id", metavar="<container-id>")
-def resume(container_id: str) -> None:
-    """Resume all processes in the instance of the container."""
-    not_implemented("resume", container_id)
-
-
 @runc_command("events", short_help="display container events such as OOM notifications, cpu, memory, and IO "
               "usage statistics")
 @click.option("--interval", default="5s", show_default=True, help="set the stats collection interval")

@@ -323,8 +323,26 @@ class Containers:
         self.get(cid)
         status, out, err = self.reaper.run([RUNC, "--root", RUNC_ROOT, "ps", "--format", "json", cid])
         if status != 0:
-            raise AgentFailure(f"ps container {cid}: {err.decode(errors='replace').strip()}")
+            raise AgentFailure(f"{_tool()}: {err.decode(errors='replace').strip()}")
         return list(json.loads(out or b"[]") or [])
+
+    def ps_table(self, cid: str, args: list[str]) -> bytes:
+        """The guest's ``ps`` (busybox: ``-o COLUMNS``), header plus the container's processes."""
+        pids = set(self.ps(cid))
+        argv = ["/bin/ps"] + (args or ["-o", "pid,user,stat,args"])
+        status, out, err = self.reaper.run(argv)
+        if status != 0:
+            raise AgentFailure(err.decode(errors="replace").strip())
+        lines = out.decode(errors="replace").splitlines()
+        if not lines:
+            return b""
+        header = lines[0].split()
+        if "PID" not in header:
+            raise AgentFailure("ps: the output has no PID column")
+        col = header.index("PID")
+        rows = [line for line in lines[1:] if line.split()[col:col + 1] and line.split()[col].isdigit()
+                and int(line.split()[col]) in pids]
+        return ("\n".join([lines[0], *rows]) + "\n").encode()
 
     def remove(self, cid: str) -> list[Process]:
         """Delete the container (killing what still runs); returns its processes for the loop."""

@@ -136,8 +136,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
             status=self.containers.wait(request.container_id, request.exec_id)))
 
     def ListProcesses(self, request: Any, context: Any) -> Any:
-        return self._call(context, lambda: pb.ListProcessesResponse(
-            process_list=json.dumps(self.containers.ps(request.container_id)).encode()))
+        def do() -> Any:
+            if request.format == "table":
+                listing = self.containers.ps_table(request.container_id, list(request.args))
+            else:
+                listing = json.dumps(self.containers.ps(request.container_id)).encode()
+            return pb.ListProcessesResponse(process_list=listing)
+        return self._call(context, do)
 
     def PauseContainer(self, request: Any, context: Any) -> Any:
         def do() -> Any:

@@ -114,6 +114,18 @@ def test_lifecycle_of_two_concurrent_containers(kata: Kata, bundle, two_ids, tmp
     kata.ok("kill", c1, "TERM")
     assert wait_status(kata, c1, "stopped")["status"] == "stopped"
     assert b"got-term" in (tmp_path / "c1.out").read_bytes()
+    # ps, pause, resume on the other one
+    pids = json.loads(kata.ok("ps", "--format", "json", c2).out)
+    assert len(pids) == 1 and isinstance(pids[0], int)
+    table = kata.ok("ps", c2).out.splitlines()
+    assert "PID" in table[0].split() and any("sleep 1000" in row for row in table[1:])
+    kata.ok("pause", c2)
+    assert kata.state(c2)["status"] == "paused"
+    assert kata("exec", c2, "true").rc != 0
+    assert kata("pause", c2).rc != 0
+    kata.ok("resume", c2)
+    assert kata.state(c2)["status"] == "running"
+    assert kata("resume", c2).rc != 0
     kata.ok("kill", c2, "KILL")
     st2 = wait_status(kata, c2, "stopped")
     assert st2["status"] == "stopped" and st2["pid"] == 0
