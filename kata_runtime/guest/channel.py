@@ -3,6 +3,13 @@
 A stream whose first bytes are an HTTP/2 preface is bridged to the agent's gRPC server on a local
 unix socket; one that starts with ``shimproto.HELLO_MAGIC`` is a kata-shim attaching to a process.
 Everything runs in one selector thread; other threads hand it work with :meth:`call_soon`.
+
+Flow control (when the proxy announces it in its RESET): each stream may have ``mux.WINDOW_SIZE``
+bytes in flight towards the host; past that, its source (the process's output, the gRPC socket)
+is not read until the proxy reports with WINDOW frames that it delivered them. A workload that
+writes faster than its engine reads is slowed down, instead of filling the proxy's memory.
+
+Every fd's selector registration is derived from state in one place, :meth:`ChannelServer._watch`.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from kata_runtime.guest.containers import AgentFailure, Containers, Process
 from kata_runtime.protocol import mux, shimproto
 
 log = logging.getLogger("kata-agent")
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024
 GRPC_PREFACE = b"PRI "
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
 
 
 class Stream:
@@ -33,6 +43,7 @@ class Stream:
         self.sid = sid
         self.pending = bytearray()
         self.kind = ""  # "" until known, "grpc", "shim"
+        self.credit = mux.WINDOW_SIZE  # bytes we may still send before the proxy acknowledges
         # gRPC bridge
         self.sock: socket.socket | None = None
         self.sock_out = bytearray()
@@ -44,8 +55,17 @@ class Stream:
         self.open_outputs: set[int] = set()
         self.exit_sent = False
 
+    @property
+    def blocked(self) -> bool:
+        """The proxy has not yet acknowledged a window's worth of our data: stop reading sources."""
+        return self.server.flow_control and self.credit <= 0
+
     def send(self, data: bytes) -> None:
+        was_blocked = self.blocked
+        self.credit -= len(data)
         self.server.send_frame(mux.encode_data(self.sid, data))
+        if self.blocked and not was_blocked:
+            self.server.refresh(self)
 
     def send_msg(self, mtype: int, payload: bytes = b"") -> None:
         self.send(shimproto.encode(mtype, payload))
@@ -63,12 +83,13 @@ class ChannelServer:
         self.decoder = mux.Decoder()
         self.streams: dict[int, Stream] = {}
         self.out = bytearray()
+        self.flow_control = False  # on when the proxy's RESET says it sends WINDOW frames
         self._calls: deque[Callable[[], None]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.sel.register(self.fd, selectors.EVENT_READ, ("channel", None))
-        self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self.sel.register(self.fd, READ, ("channel", None))
+        self.sel.register(self._wake_r, READ, ("wake", None))
 
     # -- thread-safe entry -------------------------------------------------------------------
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -88,10 +109,48 @@ class ChannelServer:
             for p in procs:
                 st: Stream | None = p.session
                 if st is not None:
-                    self._detach(st)
                     self._close_stream(st, notify=True)
                 p.close_fds()
         self.call_soon(drop)
+
+    # -- selector registrations ---------------------------------------------------------------
+    def _watch(self, fd: int | None, events: int, data: Any) -> None:
+        """Register ``fd`` for exactly ``events`` (0: not at all)."""
+        if fd is None:
+            return
+        try:
+            key = self.sel.get_key(fd)
+        except KeyError:
+            if events:
+                self.sel.register(fd, events, data)
+            return
+        if not events:
+            self.sel.unregister(fd)
+        elif key.events != events or key.data != data:
+            self.sel.modify(fd, events, data)
+
+    def refresh(self, st: Stream) -> None:
+        """Recompute the registrations of everything a stream reads from or writes to."""
+        take = 0 if st.blocked else READ
+        if st.sock is not None:
+            self._watch(st.sock.fileno(), take | (WRITE if st.sock_out else 0), ("grpc", st))
+        proc = st.proc
+        if proc is None:
+            return
+        for fd in st.open_outputs:
+            if proc.tty:  # the pty master also takes what we write to the terminal
+                self._watch(fd, take | (WRITE if st.stdin_buf else 0), ("tty", st))
+            else:
+                self._watch(fd, take, ("out", st))
+        if not proc.tty:
+            self._watch(proc.stdin_fd, WRITE if st.stdin_buf else 0, ("in", st))
+
+    def _unwatch_session(self, st: Stream) -> None:
+        proc = st.proc
+        for fd in st.open_outputs:
+            self._watch(fd, 0, None)
+        if proc is not None and not proc.tty:
+            self._watch(proc.stdin_fd, 0, None)
 
     # -- channel output ----------------------------------------------------------------------
     def send_frame(self, data: bytes) -> None:
@@ -106,7 +165,7 @@ class ChannelServer:
             if n == len(data):
                 return
             data = data[n:]
-            self.sel.modify(self.fd, selectors.EVENT_READ | selectors.EVENT_WRITE, ("channel", None))
+            self.sel.modify(self.fd, READ | WRITE, ("channel", None))
         self.out += data
 
     def _flush_channel(self) -> None:
@@ -116,11 +175,11 @@ class ChannelServer:
             return
         del self.out[:n]
         if not self.out:
-            self.sel.modify(self.fd, selectors.EVENT_READ, ("channel", None))
+            self.sel.modify(self.fd, READ, ("channel", None))
 
     def _channel_readable(self) -> None:
         try:
-            data = os.read(self.fd, READ_SIZE)
+            data = os.read(self.fd, 256 * 1024)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
@@ -139,6 +198,13 @@ class ChannelServer:
                 st = self.streams.get(sid)
                 if st is not None:
                     self._stream_data(st, payload)
+            elif ftype == mux.WINDOW:
+                st = self.streams.get(sid)
+                if st is not None:
+                    was_blocked = st.blocked
+                    st.credit += mux.parse_window(payload)
+                    if was_blocked and not st.blocked:
+                        self.refresh(st)
             elif ftype == mux.CLOSE:
                 st = self.streams.get(sid)
                 if st is not None:
@@ -147,6 +213,7 @@ class ChannelServer:
                 for st in list(self.streams.values()):
                     self._close_stream(st, notify=False)
                 self.out.clear()
+                self.flow_control = mux.FEATURE_WINDOW in payload
 
     # -- streams ------------------------------------------------------------------------------
     def _stream_data(self, st: Stream, data: bytes) -> None:
@@ -169,7 +236,7 @@ class ChannelServer:
                     return
                 sock.setblocking(False)
                 st.sock = sock
-                self.sel.register(sock, selectors.EVENT_READ, ("grpc", st))
+                self.refresh(st)
             elif head == shimproto.HELLO_MAGIC:
                 st.kind = "shim"
                 data = data[4:]
@@ -187,7 +254,7 @@ class ChannelServer:
         if self.streams.pop(st.sid, None) is None:
             return
         if st.sock is not None:
-            self.sel.unregister(st.sock)
+            self._watch(st.sock.fileno(), 0, None)
             st.sock.close()
             st.sock = None
         if st.proc is not None:
@@ -209,12 +276,12 @@ class ChannelServer:
             data = data[n:]
             if not data:
                 return
-            self.sel.modify(st.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, ("grpc", st))
         st.sock_out += data
+        self.refresh(st)
 
     def _bridge_event(self, st: Stream, events: int) -> None:
         assert st.sock is not None
-        if events & selectors.EVENT_WRITE:
+        if events & WRITE:
             try:
                 n = st.sock.send(st.sock_out)
             except BlockingIOError:
@@ -224,8 +291,8 @@ class ChannelServer:
                 return
             del st.sock_out[:n]
             if not st.sock_out:
-                self.sel.modify(st.sock, selectors.EVENT_READ, ("grpc", st))
-        if events & selectors.EVENT_READ and st.sock is not None:
+                self.refresh(st)
+        if events & READ and st.sock is not None and not st.blocked:
             try:
                 data = st.sock.recv(READ_SIZE)
             except BlockingIOError:
@@ -249,16 +316,12 @@ class ChannelServer:
                 return
             old: Stream | None = proc.session
             if old is not None:  # a new shim takes over (the old one died)
-                self._detach(old)
                 self._close_stream(old, notify=True)
             st.proc = proc
             proc.session = st
             st.send_msg(shimproto.READY)
-            kind = "tty" if proc.tty else "out"  # a terminal's master also takes stdin writes
-            for fd in (proc.stdout_fd, proc.stderr_fd):
-                if fd is not None:
-                    st.open_outputs.add(fd)
-                    self.sel.register(fd, selectors.EVENT_READ, (kind, st))
+            st.open_outputs = {fd for fd in (proc.stdout_fd, proc.stderr_fd) if fd is not None}
+            self.refresh(st)
             self._maybe_exit(proc)
             return
         attached = st.proc
@@ -285,14 +348,8 @@ class ChannelServer:
         proc = st.proc
         if proc is None:
             return
-        for fd in list(st.open_outputs):
-            self.sel.unregister(fd)
+        self._unwatch_session(st)
         st.open_outputs.clear()
-        if proc.stdin_fd is not None and st.stdin_buf and not proc.tty:
-            try:
-                self.sel.unregister(proc.stdin_fd)
-            except (KeyError, ValueError):
-                pass
         st.proc = None
         if proc.session is st:
             proc.session = None
@@ -311,11 +368,8 @@ class ChannelServer:
             data = data[n:]
             if not data:
                 return
-            if proc.tty:
-                self.sel.modify(proc.stdin_fd, selectors.EVENT_READ | selectors.EVENT_WRITE, ("tty", st))
-            else:
-                self.sel.register(proc.stdin_fd, selectors.EVENT_WRITE, ("in", st))
         st.stdin_buf += data
+        self.refresh(st)
 
     def _stdin_writable(self, st: Stream) -> None:
         proc = st.proc
@@ -329,21 +383,21 @@ class ChannelServer:
             n = len(st.stdin_buf)
         del st.stdin_buf[:n]
         if not st.stdin_buf:
-            if proc.tty:
-                self.sel.modify(proc.stdin_fd, selectors.EVENT_READ, ("tty", st))
-            else:
-                self.sel.unregister(proc.stdin_fd)
+            self.refresh(st)
             if st.stdin_eof:
                 self._close_stdin(st)
 
     def _close_stdin(self, st: Stream) -> None:
         proc = st.proc
         if proc is not None and proc.stdin_fd is not None and not proc.tty:
+            self._watch(proc.stdin_fd, 0, None)
             os.close(proc.stdin_fd)
             proc.stdin_fd = None
 
     def _output_readable(self, st: Stream, fd: int) -> None:
         proc = st.proc
+        if st.blocked:
+            return
         try:
             data = os.read(fd, READ_SIZE)
         except BlockingIOError:
@@ -353,7 +407,7 @@ class ChannelServer:
         if data:
             st.send_msg(shimproto.STDERR if proc is not None and fd == proc.stderr_fd else shimproto.STDOUT, data)
             return
-        self.sel.unregister(fd)
+        self._watch(fd, 0, None)
         st.open_outputs.discard(fd)
         if proc is not None:
             # a terminal's master is stdin and stdout at once: forget it in every role
@@ -379,9 +433,9 @@ class ChannelServer:
                 kind, st = key.data
                 try:
                     if kind == "channel":
-                        if events & selectors.EVENT_WRITE:
+                        if events & WRITE:
                             self._flush_channel()
-                        if events & selectors.EVENT_READ:
+                        if events & READ:
                             self._channel_readable()
                     elif kind == "wake":
                         try:
@@ -395,13 +449,13 @@ class ChannelServer:
                             self._bridge_event(st, events)
                     elif kind == "out":
                         self._output_readable(st, key.fd)
-                    elif kind == "tty":
-                        if events & selectors.EVENT_WRITE:
-                            self._stdin_writable(st)
-                        if events & selectors.EVENT_READ and key.fd in st.open_outputs:
-                            self._output_readable(st, key.fd)
                     elif kind == "in":
                         self._stdin_writable(st)
+                    elif kind == "tty":
+                        if events & WRITE:
+                            self._stdin_writable(st)
+                        if events & READ and key.fd in st.open_outputs:
+                            self._output_readable(st, key.fd)
                 except Exception:  # one bad stream must not take the agent down
                     log.exception("channel loop error (%s)", kind)
 

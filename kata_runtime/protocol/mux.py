@@ -7,13 +7,18 @@ kata-proxy (host) and the guest agent exchange frames::
 - ``OPEN``  host → guest: a client connected to the proxy; ``stream`` is new (never reused in a session).
 - ``DATA``  either way: payload bytes of the stream.
 - ``CLOSE`` either way: the sender's side of the stream is gone; the receiver drops it.
-- ``RESET`` host → guest: a new proxy owns the channel; the guest drops every stream.
+- ``RESET`` host → guest: a new proxy owns the channel; the guest drops every stream. Its payload
+  lists the proxy's features: ``FEATURE_WINDOW`` means it sends WINDOW frames.
+- ``WINDOW`` host → guest: the proxy delivered that many (u32) more bytes of the stream to its
+  client; the guest keeps at most ``WINDOW_SIZE`` unacknowledged bytes in flight per stream.
 
 A virtio-serial port has no connection boundaries, so a frame may start in the middle of garbage
 left by a proxy that died: the decoder resynchronises on the magic. What a stream carries is up to
 its first bytes: an HTTP/2 preface (gRPC) or ``shimproto.HELLO_MAGIC`` (a kata-shim).
 
-No flow control: each side reads the channel eagerly and buffers per stream.
+Both sides read the channel eagerly. Guest → host data is flow controlled per stream (WINDOW), so a
+slow client (an engine not reading a container's output) slows its own process down instead of
+filling the proxy's memory; host → guest traffic (requests, stdin) is small and is buffered.
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ OPEN = 1
 DATA = 2
 CLOSE = 3
 RESET = 4
-_TYPES = (OPEN, DATA, CLOSE, RESET)
+WINDOW = 5
+_TYPES = (OPEN, DATA, CLOSE, RESET, WINDOW)
+
+FEATURE_WINDOW = b"W"
+WINDOW_SIZE = 512 * 1024
+_U32 = struct.Struct("!I")
 
 # Largest DATA payload a sender puts in one frame: bounds the latency other streams see.
 CHUNK = 64 * 1024
@@ -47,6 +57,14 @@ def encode_data(stream: int, data: bytes) -> bytes:
     if len(data) <= CHUNK:
         return encode(DATA, stream, data)
     return b"".join(encode(DATA, stream, data[i:i + CHUNK]) for i in range(0, len(data), CHUNK))
+
+
+def encode_window(stream: int, delivered: int) -> bytes:
+    return encode(WINDOW, stream, _U32.pack(delivered))
+
+
+def parse_window(payload: bytes) -> int:
+    return int(_U32.unpack_from(payload)[0]) if len(payload) >= 4 else 0
 
 
 class Decoder:

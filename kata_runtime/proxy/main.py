@@ -31,13 +31,14 @@ _OUT = select.EPOLLOUT
 class Endpoint:
     """A non-blocking socket with an output buffer."""
 
-    __slots__ = ("sock", "out", "closing", "stream")
+    __slots__ = ("sock", "out", "closing", "stream", "delivered")
 
     def __init__(self, sock: _socket.socket, stream: int = 0) -> None:
         self.sock = sock
         self.out = bytearray()
         self.closing = False  # close once ``out`` is flushed
         self.stream = stream
+        self.delivered = 0  # bytes written to the client and not yet acknowledged to the agent
 
 
 class Proxy:
@@ -57,7 +58,7 @@ class Proxy:
         self.ep.register(channel.fileno(), _IN)
         self.ep.register(listener.fileno(), _IN)
         # A previous proxy may have died mid-frame: tell the agent to start a new session.
-        self._send(self.channel, mux.encode(mux.RESET, 0))
+        self._send(self.channel, mux.encode(mux.RESET, 0, mux.FEATURE_WINDOW))
 
     # -- output buffering ---------------------------------------------------------------------
     def _want_write(self, ep: Endpoint) -> None:
@@ -75,11 +76,22 @@ class Proxy:
             except OSError:
                 self._drop(ep)
                 return
+            self._delivered(ep, n, len(data) - n)
             data = data[n:]
             if not data:
                 return
         ep.out += data
         self._want_write(ep)
+
+    def _delivered(self, ep: Endpoint, n: int, left: int) -> None:
+        """Acknowledge delivered bytes to the agent: a quarter window at a time, or all at once
+        when the client has taken everything (the agent then never waits on us)."""
+        if ep is self.channel:
+            return
+        ep.delivered += n
+        if ep.delivered and (ep.delivered >= mux.WINDOW_SIZE // 4 or not left):
+            self._send(self.channel, mux.encode_window(ep.stream, ep.delivered))
+            ep.delivered = 0
 
     def _flush(self, ep: Endpoint) -> None:
         try:
@@ -90,6 +102,7 @@ class Proxy:
             self._drop(ep)
             return
         del ep.out[:n]
+        self._delivered(ep, n, len(ep.out))
         if not ep.out:
             if ep.closing:
                 self._drop(ep, notify=False)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class FakeContainers:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     fake = FakeProcess()
     guest, host = socket.socketpair()
     server = ChannelServer(guest.fileno(), str(tmp_path / "grpc.sock"), FakeContainers(fake))  # type: ignore[arg-type]
@@ -73,8 +74,16 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     listener.listen(16)
     proxy = Proxy(host, listener)
     threading.Thread(target=proxy.serve, daemon=True, name="proxy").start()
-    fake.keep = (guest, host, listener)  # the channel server holds only the fd
-    return fake, server, sock_path
+    fake.keep = (guest, host, listener, proxy)  # the channel server holds only the fd
+    yield fake, server, sock_path
+    for shim in STARTED:  # a failed test must not leave its shim behind
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    STARTED.clear()
+
+
+STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def start_shim(sock: str, exec_id: str = "c1", **kw: Any) -> subprocess.Popen[bytes]:
@@ -82,6 +91,7 @@ def start_shim(sock: str, exec_id: str = "c1", **kw: Any) -> subprocess.Popen[by
     p = subprocess.Popen([sys.executable, "-S", str(SHIM), "--container", "c1", "--exec", exec_id, "--proxy", sock,
                           "--ready-fd", str(wfd)], pass_fds=(wfd,), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, **kw)
+    STARTED.append(p)
     os.close(wfd)
     ready = os.read(rfd, 4096)
     os.close(rfd)
@@ -156,3 +166,37 @@ def test_mux_decoder_resynchronises_after_garbage() -> None:
     frames = d.feed(rest)
     assert b"".join(p for _t, _s, p in frames) == b"x" * 100_000
     assert d.skipped == len(b"garbage-K")
+
+
+def test_a_slow_reader_slows_the_workload_not_the_proxys_memory(stack: Any) -> None:
+    fake, server, sock = stack
+    proxy = fake.keep[3]
+    assert server.flow_control  # the proxy announced WINDOW frames in its RESET
+    shim = start_shim(sock, stdin=subprocess.DEVNULL)
+    assert shim.ready == b"1"
+    payload = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    written = [0]
+
+    def workload() -> None:
+        view = memoryview(payload)
+        os.set_blocking(fake.stdout, True)
+        while view:
+            n = os.write(fake.stdout, view[:65536])
+            written[0] += n
+            view = view[n:]
+        os.close(fake.stdout)
+
+    writer = threading.Thread(target=workload, daemon=True)
+    writer.start()
+    time.sleep(1.5)  # nobody reads the shim's stdout meanwhile
+    buffered = sum(len(ep.out) for ep in proxy.clients.values())
+    assert buffered <= mux.WINDOW_SIZE + mux.CHUNK, f"proxy buffers {buffered} bytes for a stalled client"
+    assert written[0] < len(payload), "the workload was never slowed down"
+    os.close(fake.stderr)
+    fake.proc.status = 0
+    fake.proc.exited.set()
+    server.process_exited(fake.proc)
+    out, _err = shim.communicate(timeout=30)
+    writer.join(5)
+    assert out == payload
+    assert shim.returncode == 0
