@@ -198,3 +198,14 @@ def test_kill_9_of_the_runtime_during_create_then_delete_cleans(kata: Kata, bund
     assert kata.state(cid)["status"] == "stopped"  # its creator is gone: nothing will finish it
     kata.ok("delete", cid)
     assert kata("state", cid).rc != 0
+
+
+def test_delete_of_a_created_container_that_never_started(kata: Kata, bundle, cid: str, tmp_path: Path) -> None:
+    pidf = tmp_path / "pid"
+    kata.ok("create", "--bundle", str(bundle(["sh", "-c", "echo never"])), "--pid-file", str(pidf), cid)
+    shim = int(pidf.read_text())
+    assert kata.state(cid)["status"] == "created"
+    kata.ok("delete", cid)  # as runc: a created container is killed and removed without --force
+    assert kata("state", cid).rc != 0
+    assert not proc_alive(shim)
+    assert b"never" not in (kata.log.with_name("out1")).read_bytes()
