@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kata_runtime import daemons
 from kata_runtime.config import Config, load_config
@@ -25,6 +25,9 @@ from kata_runtime.errors import ContainerNotFound, InvalidArgument, InvalidState
 from kata_runtime.oci.state import ContainerState, Status
 from kata_runtime.phases import phase
 from kata_runtime.store import ContainerRecord, ExecRecord, ProcRef, SandboxRecord, SandboxStore
+
+if TYPE_CHECKING:  # sandbox.py is imported only by the commands that boot or talk to a VM
+    from kata_runtime.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,11 @@ class RuntimeOptions:
 
 # -- helpers ----------------------------------------------------------------------------------------
 
-def _now_rfc3339() -> str:
-    """UTC with nanoseconds, as runc prints ``created``."""
-    ns = time.time_ns()
+def rfc3339_nano(ns: int) -> str:
+    """UTC in Go's RFC3339Nano, as runc prints ``created``: trailing zeros of the fraction dropped."""
     dt = datetime.datetime.fromtimestamp(ns // 1_000_000_000, tz=datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+    frac = f"{ns % 1_000_000_000:09d}".rstrip("0")
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
 
 
 def current_status(rec: SandboxRecord, c: ContainerRecord) -> Status:
@@ -84,7 +87,7 @@ class _Context:
             self._cfg = load_config(self.opts.kata_config)
         return self._cfg
 
-    def sandbox(self, rec: SandboxRecord) -> Any:
+    def sandbox(self, rec: SandboxRecord) -> Sandbox:
         from kata_runtime.sandbox import Sandbox
 
         return Sandbox(self.store, self.cfg, rec)
@@ -155,7 +158,7 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     cfg = ctx.cfg  # configuration errors before anything is made
     ctx.store.reserve(cid)
     rec = SandboxRecord(id=cid)
-    c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs), created=_now_rfc3339(),
+    c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs), created=rfc3339_nano(time.time_ns()),
                         status=Status.CREATING, annotations=dict(bundle.spec.get("annotations") or {}),
                         process=process, creator=ProcRef.of(os.getpid()))
     rec.containers[cid] = c

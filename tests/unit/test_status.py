@@ -36,3 +36,11 @@ def test_stopped_state_reports_pid_0() -> None:
     st.status = Status.RUNNING
     assert st.to_runc_json()["pid"] == 99
     assert "annotations" not in st.to_runc_json()
+
+
+def test_created_time_is_gos_rfc3339nano() -> None:
+    from kata_runtime.container import rfc3339_nano
+
+    assert rfc3339_nano(1_764_385_200_123_456_789) == "2025-11-29T03:00:00.123456789Z"
+    assert rfc3339_nano(1_764_385_200_120_000_000) == "2025-11-29T03:00:00.12Z"
+    assert rfc3339_nano(1_764_385_200_000_000_000) == "2025-11-29T03:00:00Z"
