@@ -159,8 +159,9 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     ctx.store.reserve(cid)
     rec = SandboxRecord(id=cid)
     c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs),
-                        created=rfc3339_nano(time.time_ns()), status=Status.CREATING, annotations=dict(bundle.spec.get("annotations") or {}),
-                        process=process, creator=ProcRef.of(os.getpid()))
+                        created=rfc3339_nano(time.time_ns()), status=Status.CREATING,
+                        annotations=dict(bundle.spec.get("annotations") or {}), process=process,
+                        creator=ProcRef.of(os.getpid()))
     rec.containers[cid] = c
     sandbox = ctx.sandbox(rec)
     try:
