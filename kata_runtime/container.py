@@ -378,6 +378,24 @@ def resume(opts: RuntimeOptions, cid: str) -> None:
         sandbox.save()
 
 
+def update(opts: RuntimeOptions, cid: str, resources: dict[str, Any]) -> None:
+    """Apply an OCI ``linux.resources`` object to a container that is not stopped."""
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, "update") as (rec, c):
+        if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
+            raise InvalidState("container not running", container=cid, step="update")
+        ctx.sandbox(rec).agent(cid).update_container(cid, resources)
+
+
+def stats(opts: RuntimeOptions, cid: str) -> dict[str, Any] | None:
+    """runc's stats data for ``events`` (cpu, memory, pids); None once the container is stopped."""
+    ctx = _Context(opts)
+    rec, c = _load_container(ctx.store, cid, "events")
+    if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
+        return None
+    return ctx.sandbox(rec).agent(cid).stats_container(cid)
+
+
 def ps(opts: RuntimeOptions, cid: str, fmt: str, ps_args: list[str]) -> str:
     """``runc ps``: JSON, the list of the container's pids (in the guest); table, the guest's ps
     output for the container's processes (``ps_args`` are busybox ps's, e.g. ``-o pid,args``)."""

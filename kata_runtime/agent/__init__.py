@@ -33,6 +33,12 @@ class AgentClient(Protocol):
     def process_table(self, cid: str, ps_args: list[str]) -> bytes:
         """The guest's ps output (header and the container's rows); ``ps_args`` are busybox ps's."""
 
+    def update_container(self, cid: str, resources: dict[str, Any]) -> None:
+        """Apply an OCI ``linux.resources`` object."""
+
+    def stats_container(self, cid: str) -> dict[str, Any]:
+        """runc's stats object (cpu, memory, pids...) of the container."""
+
     def pause_container(self, cid: str) -> None: ...
 
     def resume_container(self, cid: str) -> None: ...

@@ -92,6 +92,14 @@ class GrpcAgentClient:
                          "ps")
         return bytes(resp.process_list)
 
+    def update_container(self, cid: str, resources: dict[str, Any]) -> None:
+        self._rpc("UpdateContainer", pb.UpdateContainerRequest(container_id=cid, resources_json=json.dumps(resources)),
+                  "update")
+
+    def stats_container(self, cid: str) -> dict[str, Any]:
+        resp = self._rpc("StatsContainer", pb.StatsContainerRequest(container_id=cid), "events")
+        return dict(json.loads(resp.stats_json))
+
     def pause_container(self, cid: str) -> None:
         self._rpc("PauseContainer", pb.PauseContainerRequest(container_id=cid), "pause")
 

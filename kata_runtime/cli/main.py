@@ -30,8 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "create": ("kata_runtime.cli.create:create", "create a container"),
     "delete": ("kata_runtime.cli.delete:delete",
                "delete any resources held by the container often used with detached container"),
-    "events": ("kata_runtime.cli.notyet:events", "display container events such as OOM notifications, "
-               "cpu, memory, and IO usage statistics (not implemented yet)"),
+    "events": ("kata_runtime.cli.events:events", "display container events such as OOM notifications, "
+               "cpu, memory, and IO usage statistics"),
     "exec": ("kata_runtime.cli.exec:exec_", "execute new process inside the container"),
     "kill": ("kata_runtime.cli.kill:kill",
              "kill sends the specified signal (default: SIGTERM) to the container's init process"),
@@ -43,8 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "spec": ("kata_runtime.cli.spec:spec", "create a new specification file"),
     "start": ("kata_runtime.cli.start:start", "executes the user defined process in a created container"),
     "state": ("kata_runtime.cli.state:state", "output the state of a container"),
-    "update": ("kata_runtime.cli.notyet:update",
-               "update container resource constraints (not implemented yet)"),
+    "update": ("kata_runtime.cli.update:update", "update container resource constraints"),
     "factory": ("kata_runtime.cli.notyet:factory", "manage VM templates (not implemented yet)"),
     "kata-check": ("kata_runtime.cli.kata:kata_check", "tests if system can run Kata Containers"),
     "kata-env": ("kata_runtime.cli.kata:kata_env", "display settings"),

@@ -79,6 +79,7 @@ class Container:
     init: Process
     processes: dict[str, Process] = field(default_factory=dict)
     status: str = "created"
+    cgroup: str = ""  # linux.cgroupsPath as given to the OCI runtime (under /sys/fs/cgroup)
 
 
 def rewrite_spec(spec: dict[str, Any], rootfs: str) -> dict[str, Any]:
@@ -269,7 +270,8 @@ class Containers:
             shutil.rmtree(bundle, ignore_errors=True)
             raise
         with self._lock:
-            self.containers[cid] = Container(cid, bundle, init)
+            self.containers[cid] = Container(cid, bundle, init,
+                                             cgroup=guest_spec.get("linux", {}).get("cgroupsPath", ""))
 
     def start(self, cid: str) -> None:
         c = self.get(cid)
@@ -318,6 +320,18 @@ class Containers:
         self.get(cid)
         self._runc("resume", cid, what=_tool())
 
+    def update(self, cid: str, resources: dict[str, Any]) -> None:
+        """Apply new OCI ``linux.resources`` to a container (the OCI runtime's ``update``)."""
+        c = self.get(cid)
+        path = c.bundle / "resources.json"
+        path.write_text(json.dumps(resources))
+        self._runc("update", "--resources", str(path), cid, what=_tool())
+
+    def stats(self, cid: str) -> dict[str, Any]:
+        """runc's ``events --stats`` data, from the container's cgroup (v2) in the guest."""
+        c = self.get(cid)
+        return cgroup_stats(Path("/sys/fs/cgroup") / c.cgroup.lstrip("/"))
+
     def ps(self, cid: str) -> list[int]:
         """Guest pids of the container's processes."""
         self.get(cid)
@@ -363,6 +377,48 @@ class Containers:
             except AgentFailure as e:
                 log.warning("%s", e)
         return procs
+
+
+def _read_kv(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                out[key] = int(value)
+    except OSError:
+        pass
+    return out
+
+
+def _read_int(path: Path, unlimited: int = 0) -> int:
+    """A cgroup value; ``max`` (no limit) reads as ``unlimited``."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return 0
+    return unlimited if text == "max" else int(text or 0)
+
+
+def cgroup_stats(cg: Path) -> dict[str, Any]:
+    """The fields of runc's stats (``events --stats``) that cgroup v2 has."""
+    cpu = _read_kv(cg / "cpu.stat")
+    mem = _read_kv(cg / "memory.stat")
+    events = _read_kv(cg / "memory.events")
+    limit = _read_int(cg / "memory.max", unlimited=2**63 - 1)
+    return {
+        "cpu": {"usage": {"total": cpu.get("usage_usec", 0) * 1000, "user": cpu.get("user_usec", 0) * 1000,
+                          "kernel": cpu.get("system_usec", 0) * 1000},
+                "throttling": {"periods": cpu.get("nr_periods", 0), "throttled_periods": cpu.get("nr_throttled", 0),
+                               "throttled_time": cpu.get("throttled_usec", 0) * 1000}},
+        "memory": {"usage": {"usage": _read_int(cg / "memory.current"), "limit": limit,
+                             "max": _read_int(cg / "memory.peak"), "failcnt": events.get("max", 0)},
+                   "swap": {"usage": _read_int(cg / "memory.swap.current"),
+                            "limit": _read_int(cg / "memory.swap.max", unlimited=2**63 - 1)},
+                   "cache": mem.get("file", 0), "raw": mem},
+        "pids": {"current": _read_int(cg / "pids.current"), "limit": _read_int(cg / "pids.max")},
+        "blkio": {}, "hugetlb": {}, "intel_rdt": {}, "network_interfaces": None,
+    }
 
 
 def _tool() -> str:

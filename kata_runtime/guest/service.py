@@ -144,6 +144,16 @@ class AgentService(pb_grpc.AgentServiceServicer):
             return pb.ListProcessesResponse(process_list=listing)
         return self._call(context, do)
 
+    def UpdateContainer(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            self.containers.update(request.container_id, json.loads(request.resources_json or "{}"))
+            return pb.Empty()
+        return self._call(context, do)
+
+    def StatsContainer(self, request: Any, context: Any) -> Any:
+        return self._call(context, lambda: pb.StatsContainerResponse(
+            stats_json=json.dumps(self.containers.stats(request.container_id))))
+
     def PauseContainer(self, request: Any, context: Any) -> Any:
         def do() -> Any:
             self.containers.pause(request.container_id)

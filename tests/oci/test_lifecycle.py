@@ -119,6 +119,23 @@ def test_lifecycle_of_two_concurrent_containers(kata: Kata, bundle, two_ids, tmp
     assert len(pids) == 1 and isinstance(pids[0], int)
     table = kata.ok("ps", c2).out.splitlines()
     assert "PID" in table[0].split() and any("sleep 1000" in row for row in table[1:])
+    # update and events: new limits reach the container's cgroup in the guest
+    kata.ok("update", "--memory", "64M", "--pids-limit", "20", c2)
+    ev = json.loads(kata.ok("events", "--stats", c2).out)
+    assert ev["type"] == "stats" and ev["id"] == c2
+    assert ev["data"]["memory"]["usage"]["limit"] == 64 << 20
+    assert ev["data"]["pids"]["limit"] == 20 and ev["data"]["pids"]["current"] >= 1
+    assert ev["data"]["cpu"]["usage"]["total"] > 0
+    stream = subprocess.Popen(kata.argv("events", "--interval", "200ms", c2), stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL)
+    try:
+        assert stream.stdout is not None
+        lines = [stream.stdout.readline(), stream.stdout.readline()]
+        assert all(json.loads(line)["type"] == "stats" for line in lines)
+    finally:
+        stream.kill()
+        stream.wait()
+
     kata.ok("pause", c2)
     assert kata.state(c2)["status"] == "paused"
     assert kata("exec", c2, "true").rc != 0
