@@ -44,6 +44,8 @@ class Stream:
         self.pending = bytearray()
         self.kind = ""  # "" until known, "grpc", "shim"
         self.credit = mux.WINDOW_SIZE  # bytes we may still send before the proxy acknowledges
+        self.received = 0  # DATA payload bytes from the host
+        self.acked = 0  # of those, acknowledged to the proxy as delivered
         # gRPC bridge
         self.sock: socket.socket | None = None
         self.sock_out = bytearray()
@@ -69,6 +71,17 @@ class Stream:
 
     def send_msg(self, mtype: int, payload: bytes = b"") -> None:
         self.send(shimproto.encode(mtype, payload))
+
+    def ack(self) -> None:
+        """Tell the proxy how much of what it sent has left our buffers (a quarter window at a
+        time, or all once nothing is pending), so that it forwards more of its client's data."""
+        if not self.server.flow_control:
+            return
+        backlog = len(self.sock_out) + len(self.stdin_buf) + len(self.pending) + self.decoder.pending()
+        delta = self.received - backlog - self.acked
+        if delta >= mux.WINDOW_SIZE // 4 or (delta > 0 and not backlog):
+            self.server.send_frame(mux.encode_window(self.sid, delta))
+            self.acked += delta
 
 
 class ChannelServer:
@@ -197,7 +210,10 @@ class ChannelServer:
             elif ftype == mux.DATA:
                 st = self.streams.get(sid)
                 if st is not None:
+                    st.received += len(payload)
                     self._stream_data(st, payload)
+                    if st.sid in self.streams:
+                        st.ack()
             elif ftype == mux.WINDOW:
                 st = self.streams.get(sid)
                 if st is not None:
@@ -214,6 +230,8 @@ class ChannelServer:
                     self._close_stream(st, notify=False)
                 self.out.clear()
                 self.flow_control = mux.FEATURE_WINDOW in payload
+                if self.flow_control:  # say that we acknowledge too
+                    self.send_frame(mux.encode(mux.RESET, 0, mux.FEATURE_WINDOW))
 
     # -- streams ------------------------------------------------------------------------------
     def _stream_data(self, st: Stream, data: bytes) -> None:
@@ -290,6 +308,7 @@ class ChannelServer:
                 self._close_stream(st, notify=True)
                 return
             del st.sock_out[:n]
+            st.ack()
             if not st.sock_out:
                 self.refresh(st)
         if events & READ and st.sock is not None and not st.blocked:
@@ -382,6 +401,7 @@ class ChannelServer:
         except OSError:
             n = len(st.stdin_buf)
         del st.stdin_buf[:n]
+        st.ack()
         if not st.stdin_buf:
             self.refresh(st)
             if st.stdin_eof:

@@ -9,16 +9,19 @@ kata-proxy (host) and the guest agent exchange frames::
 - ``CLOSE`` either way: the sender's side of the stream is gone; the receiver drops it.
 - ``RESET`` host → guest: a new proxy owns the channel; the guest drops every stream. Its payload
   lists the proxy's features: ``FEATURE_WINDOW`` means it sends WINDOW frames.
-- ``WINDOW`` host → guest: the proxy delivered that many (u32) more bytes of the stream to its
-  client; the guest keeps at most ``WINDOW_SIZE`` unacknowledged bytes in flight per stream.
+- ``WINDOW`` either way: the sender delivered that many (u32) more bytes of the stream (to the
+  proxy's client, or to the guest process / gRPC server); each side keeps at most ``WINDOW_SIZE``
+  unacknowledged bytes in flight per stream. The guest answers the proxy's RESET with a RESET of
+  its own listing its features, so either side only waits for WINDOWs from a peer that sends them.
 
 A virtio-serial port has no connection boundaries, so a frame may start in the middle of garbage
 left by a proxy that died: the decoder resynchronises on the magic. What a stream carries is up to
 its first bytes: an HTTP/2 preface (gRPC) or ``shimproto.HELLO_MAGIC`` (a kata-shim).
 
-Both sides read the channel eagerly. Guest → host data is flow controlled per stream (WINDOW), so a
-slow client (an engine not reading a container's output) slows its own process down instead of
-filling the proxy's memory; host → guest traffic (requests, stdin) is small and is buffered.
+Both sides read the channel eagerly, and data is flow controlled per stream in both directions: an
+engine that does not read a container's output slows that container down instead of filling the
+proxy's memory, and a process that does not read its stdin stops its kata-shim from reading more,
+instead of filling the guest's memory.
 """
 
 from __future__ import annotations

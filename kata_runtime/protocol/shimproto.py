@@ -83,6 +83,10 @@ class Decoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
+    def pending(self) -> int:
+        """Bytes of an incomplete message held back."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Message]:
         self._buf += data
         out: list[Message] = []

@@ -31,7 +31,7 @@ _OUT = select.EPOLLOUT
 class Endpoint:
     """A non-blocking socket with an output buffer."""
 
-    __slots__ = ("sock", "out", "closing", "stream", "delivered")
+    __slots__ = ("sock", "out", "closing", "stream", "delivered", "credit")
 
     def __init__(self, sock: _socket.socket, stream: int = 0) -> None:
         self.sock = sock
@@ -39,6 +39,7 @@ class Endpoint:
         self.closing = False  # close once ``out`` is flushed
         self.stream = stream
         self.delivered = 0  # bytes written to the client and not yet acknowledged to the agent
+        self.credit = mux.WINDOW_SIZE  # bytes of this client we may still forward unacknowledged
 
 
 class Proxy:
@@ -53,6 +54,7 @@ class Proxy:
         self.next_stream = 1
         self.decoder = mux.Decoder()
         self.running = True
+        self.agent_acks = False  # the agent said (in its RESET) that it acknowledges our data
         for s in (channel, listener):
             s.setblocking(False)
         self.ep.register(channel.fileno(), _IN)
@@ -62,10 +64,14 @@ class Proxy:
 
     # -- output buffering ---------------------------------------------------------------------
     def _want_write(self, ep: Endpoint) -> None:
+        """Poll for writing only with data queued; a client's reads stop while it is closing or
+        has a window's worth of unacknowledged data in the VM."""
         events = _OUT if ep.out else 0
-        if not (ep.closing and ep is not self.channel):
+        if ep is self.channel:
             events |= _IN
-        self.ep.modify(ep.sock.fileno(), events or _OUT)
+        elif not ep.closing and not (self.agent_acks and ep.credit <= 0):
+            events |= _IN
+        self.ep.modify(ep.sock.fileno(), events)
 
     def _send(self, ep: Endpoint, data: bytes) -> None:
         if not ep.out:
@@ -154,6 +160,9 @@ class Proxy:
             self._drop(ep)
             return
         self._send(self.channel, mux.encode_data(ep.stream, data))
+        ep.credit -= len(data)
+        if self.agent_acks and ep.credit <= 0:
+            self._want_write(ep)
 
     # -- channel ------------------------------------------------------------------------------
     def _channel_readable(self) -> None:
@@ -167,10 +176,18 @@ class Proxy:
             self.running = False
             return
         for ftype, stream, payload in self.decoder.feed(data):
+            if ftype == mux.RESET:  # the agent's answer to ours: what it supports
+                self.agent_acks = mux.FEATURE_WINDOW in payload
+                continue
             ep = self.clients.get(stream)
             if ep is None:
                 continue
-            if ftype == mux.DATA:
+            if ftype == mux.WINDOW:
+                blocked = ep.credit <= 0
+                ep.credit += mux.parse_window(payload)
+                if blocked and ep.credit > 0:
+                    self._want_write(ep)
+            elif ftype == mux.DATA:
                 self._send(ep, payload)
             elif ftype == mux.CLOSE:
                 if ep.out:

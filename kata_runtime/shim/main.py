@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # Signals that are not forwarded: uncatchable, or the shim's own business.
 _NOT_FORWARDED = {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH}
 EXIT_LOST_VM = 255
+STDIN_BACKLOG = 256 * 1024  # stop reading stdin while this much is queued for the VM
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -78,8 +79,12 @@ class Shim:
         self.decoder = shimproto.Decoder()
         self.poll = select.poll()
         self.stdin_open = True
+        self.stdin_file = False  # stdin is a regular file: always readable, poll cannot wait on it
+        self.stdin_polled = False
         self.status: int | None = None
         self.out_ok = {1: True, 2: True}
+        self.out = bytearray()  # to the VM, not yet taken by the socket
+        self.sock_fd = -1
         self.signal_fd = self._catch_signals()
 
     @staticmethod
@@ -101,10 +106,37 @@ class Shim:
         return rfd
 
     def _send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            pass  # the read side notices the lost connection
+        """Queue data for the VM. Never blocks: while the VM is not taking our data (flow control
+        when the workload does not read its stdin), we must still read its output."""
+        self.out += data
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.out.clear()  # the read side notices the lost connection
+                break
+            del self.out[:n]
+        self._interest()
+
+    def _want_stdin(self) -> bool:
+        return self.stdin_open and len(self.out) < STDIN_BACKLOG
+
+    def _interest(self) -> None:
+        """Poll the socket for writing only with data queued, and stdin only while the queue is short."""
+        if self.sock_fd >= 0:
+            self.poll.modify(self.sock_fd, _READABLE | (select.POLLOUT if self.out else 0))
+        want = self._want_stdin() and not self.stdin_file
+        if want != self.stdin_polled:
+            if want:
+                self.poll.register(0, _READABLE)
+            else:
+                self.poll.unregister(0)
+            self.stdin_polled = want
 
     def attach(self, hello: bytes) -> list[shimproto.Message]:
         """Send HELLO and wait for READY; return the messages that came with it.
@@ -143,7 +175,6 @@ class Shim:
             self._send(shimproto.encode(shimproto.STDIN, data))
             return
         self.stdin_open = False
-        self.poll.unregister(0)
         self._send(shimproto.encode(shimproto.STDIN_EOF))
 
     def _signals(self, rfd: int) -> None:
@@ -163,29 +194,38 @@ class Shim:
         for mtype, payload in pre_buffered:
             self._handle(mtype, payload)
         rfd = self.signal_fd
-        sock_fd = self.sock.fileno()
-        self.poll.register(sock_fd, _READABLE)
+        self.sock.setblocking(False)
+        self.sock_fd = self.sock.fileno()
+        self.poll.register(self.sock_fd, _READABLE)
         self.poll.register(rfd, _READABLE)
         try:
-            if os.fstat(0).st_mode & 0o170000 == 0o100000:
-                raise PermissionError  # a regular file is always readable: poll cannot wait on it
-            self.poll.register(0, _READABLE)
-        except OSError:
-            self._stdin_unselectable()
+            mode = os.fstat(0).st_mode
+            self.stdin_file = mode & 0o170000 == 0o100000
+        except OSError:  # no stdin at all
+            self.stdin_open = False
+            self._send(shimproto.encode(shimproto.STDIN_EOF))
         if self.tty:
             size = _winsize(0)
             if size:
                 self._send(shimproto.resize_msg(*size))
+        self._interest()
         while self.status is None:
+            file_turn = self.stdin_file and self._want_stdin()
             try:
-                ready = self.poll.poll()
+                ready = self.poll.poll(0 if file_turn else None)
             except InterruptedError:
                 continue
-            for fd, _events in ready:
-                if fd == sock_fd:
+            if file_turn:
+                self._stdin_readable()
+            for fd, events in ready:
+                if fd == self.sock_fd:
+                    if events & select.POLLOUT:
+                        self._flush()
+                    if not events & _READABLE:
+                        continue
                     try:
                         data = self.sock.recv(262144)
-                    except InterruptedError:
+                    except (BlockingIOError, InterruptedError):
                         continue
                     except OSError:
                         data = b""
@@ -199,19 +239,6 @@ class Shim:
                 else:
                     self._signals(rfd)
         return self.status
-
-    def _stdin_unselectable(self) -> None:
-        """stdin is a regular file (or closed): send all of it now, then EOF."""
-        while True:
-            try:
-                data = os.read(0, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            self._send(shimproto.encode(shimproto.STDIN, data))
-        self.stdin_open = False
-        self._send(shimproto.encode(shimproto.STDIN_EOF))
 
 
 def main(argv: list[str] | None = None) -> int:

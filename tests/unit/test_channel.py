@@ -200,3 +200,46 @@ def test_a_slow_reader_slows_the_workload_not_the_proxys_memory(stack: Any) -> N
     writer.join(5)
     assert out == payload
     assert shim.returncode == 0
+
+
+def test_a_process_not_reading_stdin_stops_the_shim_not_the_guests_memory(stack: Any) -> None:
+    fake, server, sock = stack
+    shim = start_shim(sock, stdin=subprocess.PIPE)
+    assert shim.ready == b"1"
+    payload = bytes(range(256)) * (32 * 1024)  # 8 MiB
+    fed = [0]
+
+    def engine() -> None:
+        assert shim.stdin is not None
+        view = memoryview(payload)
+        while view:
+            n = shim.stdin.write(view[:65536])
+            shim.stdin.flush()
+            fed[0] += n
+            view = view[n:]
+        shim.stdin.close()
+
+    feeder = threading.Thread(target=engine, daemon=True)
+    feeder.start()
+    time.sleep(1.5)  # the "workload" reads nothing meanwhile
+    session = fake.proc.session
+    assert session is not None
+    assert len(session.stdin_buf) <= mux.WINDOW_SIZE + mux.CHUNK, f"agent buffers {len(session.stdin_buf)}"
+    assert fed[0] < len(payload), "the shim kept reading stdin that nobody consumed"
+    got = bytearray()
+    os.set_blocking(fake.stdin, True)
+    while True:
+        chunk = os.read(fake.stdin, 1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    feeder.join(10)
+    assert bytes(got) == payload
+    shim.stdin = None  # closed by the feeder
+    os.close(fake.stdout)
+    os.close(fake.stderr)
+    fake.proc.status = 0
+    fake.proc.exited.set()
+    server.process_exited(fake.proc)
+    shim.communicate(timeout=30)
+    assert shim.returncode == 0
