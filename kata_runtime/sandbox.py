@@ -152,7 +152,8 @@ class Sandbox:
         return str(target), f"{GUEST_SHARED_DIR}/{cid}/rootfs"
 
     def destroy(self) -> None:
-        """Tear everything down; every step is attempted even when an earlier one fails."""
+        """Tear everything down; every step is attempted even when an earlier one fails, and the
+        record is removed only when nothing of the sandbox is left."""
         errors: list[str] = []
         vm = self.vm()
         if self.rec.qemu is None:
@@ -178,9 +179,9 @@ class Sandbox:
         except OSError as e:
             errors.append(str(e))
         _remove_empty_tree(Path(shared))
-        self.store.remove(self.id)
-        if errors:
+        if errors:  # keep the record: it is how a later delete finds what is still there
             raise KataError("; ".join(errors), container=self.id, step="delete")
+        self.store.remove(self.id)
 
 
 def _remove_empty_tree(top: Path) -> None:
