@@ -14,7 +14,7 @@ import secrets
 import signal as _signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -354,28 +354,29 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
     return _wait_forwarding_signals(shim)
 
 
+def _transition(opts: RuntimeOptions, cid: str, step: str, legal: Callable[[Status], bool], refusal: str,
+                call: Callable[[Any], None], to: Status) -> None:
+    """A status change that the agent carries out: checked, done, recorded, under the lock."""
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, step) as (rec, c):
+        if not legal(current_status(rec, c)):
+            raise InvalidState(refusal, container=cid, step=step)
+        sandbox = ctx.sandbox(rec)
+        call(sandbox.agent(cid))
+        c.status = to
+        sandbox.save()
+
+
 def pause(opts: RuntimeOptions, cid: str) -> None:
     """Freeze every process of a running container (cgroup freezer in the guest)."""
-    ctx = _Context(opts)
-    with _locked_container(ctx, cid, "pause") as (rec, c):
-        if not current_status(rec, c).can_pause():
-            raise InvalidState("container not running", container=cid, step="pause")
-        sandbox = ctx.sandbox(rec)
-        sandbox.agent(cid).pause_container(cid)
-        c.status = Status.PAUSED
-        sandbox.save()
+    _transition(opts, cid, "pause", Status.can_pause, "container not running",
+                lambda agent: agent.pause_container(cid), Status.PAUSED)
 
 
 def resume(opts: RuntimeOptions, cid: str) -> None:
     """Thaw a paused container."""
-    ctx = _Context(opts)
-    with _locked_container(ctx, cid, "resume") as (rec, c):
-        if not current_status(rec, c).can_resume():
-            raise InvalidState("container not paused", container=cid, step="resume")
-        sandbox = ctx.sandbox(rec)
-        sandbox.agent(cid).resume_container(cid)
-        c.status = Status.RUNNING
-        sandbox.save()
+    _transition(opts, cid, "resume", Status.can_resume, "container not paused",
+                lambda agent: agent.resume_container(cid), Status.RUNNING)
 
 
 def update(opts: RuntimeOptions, cid: str, resources: dict[str, Any]) -> None:
