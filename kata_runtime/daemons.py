@@ -145,3 +145,14 @@ def send_console(console_socket: Path, cid: str, step: str) -> int:
     finally:
         os.close(master)
     return slave
+
+
+def kill_exact(pid: int, marker: bytes) -> None:
+    """SIGKILL ``pid`` if its command line contains ``marker`` (a pid from a file may be reused)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if marker not in f.read():
+                return
+    except OSError:
+        return
+    kill(ProcRef.of(pid), graceful=False)

@@ -12,14 +12,17 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kata_runtime import daemons, mounts
 from kata_runtime.config import Config
 from kata_runtime.errors import AgentError, HypervisorError, KataError
-from kata_runtime.hypervisor.qemu import SHARED_FS_TAG, QemuVM
+from kata_runtime.hypervisor.qemu import SHARED_FS_TAG, QemuVM, RamFile
 from kata_runtime.phases import phase
 from kata_runtime.store import SandboxRecord, SandboxStore
+
+if TYPE_CHECKING:
+    from kata_runtime.factory.template import TemplatePaths
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,10 @@ class Sandbox:
         self.rec.shared_dir = str(HOST_SHARED_ROOT / self.id)
         self.shared_dir.mkdir(parents=True, exist_ok=True)
         self.save()
+        template = self._template()
         vm = self.vm()
+        if template is not None:
+            vm.ram = RamFile(template.memory, clone=True)
         t0 = time.monotonic()
         try:
             vm.launch(self.cfg.source)
@@ -102,11 +108,16 @@ class Sandbox:
             self.rec.qemu = vm.proc
             self.save()
         phase("qemu_launched")
+        if template is not None:
+            vm.restore(template.state)
+            phase("vm_restored")
         log.debug("sandbox %s: QEMU up in %.3fs", self.id, time.monotonic() - t0)
         self.rec.proxy = daemons.start_proxy(self.id, vm.paths.channel, self.proxy_socket,
                                              self.store.vm_dir(self.id) / "proxy.log", self.cfg.proxy_path)
         self.save()
         self._wait_agent(vm)
+        if template is not None:  # the clone woke up with the template's clock and entropy
+            self.agent().refresh_clone(time.time(), os.urandom(64))
         phase("agent_ready")
         log.debug("sandbox %s: agent ready after %.3fs", self.id, time.monotonic() - t0)
         if log.isEnabledFor(logging.DEBUG):
@@ -117,6 +128,17 @@ class Sandbox:
             "driver": "9p", "source": SHARED_FS_TAG, "fstype": "9p", "mount_point": GUEST_SHARED_DIR,
             "options": ["trans=virtio", "version=9p2000.L", f"msize={hv.msize_9p}", "cache=mmap"]}])
         phase("sandbox_created")
+
+    def _template(self) -> TemplatePaths | None:
+        """The VM template to clone, when templates are enabled and one matches the configuration."""
+        if not self.cfg.factory.enable_template:
+            return None
+        from kata_runtime.factory import template
+
+        found = template.usable(self.cfg, self.rec.accel)
+        if found is None:
+            log.debug("sandbox %s: no VM template matches the configuration: cold boot", self.id)
+        return found
 
     def _wait_agent(self, vm: QemuVM) -> None:
         """Poll the agent until it answers; fail fast if QEMU dies, else after dial_timeout."""

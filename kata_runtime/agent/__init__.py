@@ -43,6 +43,9 @@ class AgentClient(Protocol):
 
     def resume_container(self, cid: str) -> None: ...
 
+    def refresh_clone(self, now: float, entropy: bytes) -> None:
+        """A VM cloned from a template: set the guest's clock to ``now`` and mix in ``entropy``."""
+
     def version(self) -> dict[str, str]:
         """Versions, and the guest's boot stamps (uptime seconds) for the phase report."""
 

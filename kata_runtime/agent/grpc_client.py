@@ -106,6 +106,11 @@ class GrpcAgentClient:
     def resume_container(self, cid: str) -> None:
         self._rpc("ResumeContainer", pb.ResumeContainerRequest(container_id=cid), "resume")
 
+    def refresh_clone(self, now: float, entropy: bytes) -> None:
+        sec = int(now)
+        self._rpc("SetGuestDateTime", pb.SetGuestDateTimeRequest(sec=sec, usec=int((now - sec) * 1e6)), "create")
+        self._rpc("ReseedRandomDev", pb.ReseedRandomDevRequest(data=entropy), "create")
+
     def version(self) -> dict[str, str]:
         r = self._rpc("Version", pb.CheckRequest(), "version")
         return {"grpc": r.grpc_version, "agent": r.agent_version, "kernel": r.kernel_release,

@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "start": ("kata_runtime.cli.start:start", "executes the user defined process in a created container"),
     "state": ("kata_runtime.cli.state:state", "output the state of a container"),
     "update": ("kata_runtime.cli.update:update", "update container resource constraints"),
-    "factory": ("kata_runtime.cli.notyet:factory", "manage VM templates (not implemented yet)"),
+    "factory": ("kata_runtime.cli.factory:factory", "manage VM templates (factory)"),
     "kata-check": ("kata_runtime.cli.kata:kata_check", "tests if system can run Kata Containers"),
     "kata-env": ("kata_runtime.cli.kata:kata_env", "display settings"),
     "version": ("kata_runtime.cli.version:version", "print the version"),

@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kata_runtime.config import HypervisorConfig
 from kata_runtime.errors import HypervisorError
@@ -51,17 +52,27 @@ class VMPaths:
         return self.dir / "console.log"
 
 
+@dataclass
+class RamFile:
+    """Guest RAM in a file, for VM templates: the template writes it (shared); a clone maps it
+    private (copy on write) and waits, paused, for the template's device state (``-incoming``)."""
+
+    path: Path
+    clone: bool
+
+
 class QemuVM:
     """A sandbox's QEMU. ``shared_dir`` is exported to the guest over virtio-9p."""
 
     def __init__(self, name: str, cfg: HypervisorConfig, vm_dir: Path, accel: str, shared_dir: Path,
-                 proc: ProcRef | None = None) -> None:
+                 proc: ProcRef | None = None, ram: RamFile | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.paths = VMPaths(vm_dir)
         self.accel = accel
         self.shared_dir = shared_dir
         self.proc = proc
+        self.ram = ram
 
     def kernel_cmdline(self) -> str:
         params = ["console=ttyS0", "quiet", "panic=1", FAST_BOOT_PARAMS]
@@ -99,6 +110,14 @@ class QemuVM:
         if c.image:
             argv += ["-drive", f"file={c.image},if=none,id=rootdisk,format=raw,readonly=on,cache=unsafe",
                      "-device", "virtio-blk-pci,drive=rootdisk"]
+        if self.ram is not None:
+            machine = argv.index("-machine") + 1
+            argv[machine] += ",memory-backend=ram"
+            share = "off" if self.ram.clone else "on"
+            argv += ["-object", f"memory-backend-file,id=ram,size={c.default_memory}M,mem-path={self.ram.path},"
+                                f"share={share}"]
+            if self.ram.clone:
+                argv += ["-S", "-incoming", "defer"]
         return argv
 
     def check_files(self, config_source: str = "") -> None:
@@ -149,13 +168,29 @@ class QemuVM:
             return ""
         return " | ".join(line.strip() for line in text[-lines:] if line.strip())
 
-    def _qmp(self, command: str) -> None:
+    def _qmp(self, *commands: tuple[str, dict[str, Any]], wait_status: str = "") -> None:
+        """Run QMP commands in order on one connection; with ``wait_status``, then poll
+        ``query-migrate`` until the migration is no longer active (and fail if it failed)."""
         from qemu.qmp.legacy import QEMUMonitorProtocol
 
         mon = QEMUMonitorProtocol(str(self.paths.qmp))
         try:
             mon.connect(negotiate=True)
-            mon.cmd(command)
+            for name, args in commands:
+                reply = mon.cmd(name, **args)
+                if isinstance(reply, dict) and "error" in reply:
+                    raise HypervisorError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
+            deadline = time.monotonic() + 60
+            while wait_status and time.monotonic() < deadline:
+                state: dict[str, Any] = mon.cmd("query-migrate") or {}  # type: ignore[assignment]
+                status = state.get("status", "")
+                if status == "failed":
+                    raise HypervisorError(f"VM {wait_status} failed: {state.get('error-desc', 'migration failed')}")
+                if status in ("completed", "") and (wait_status != "restore" or self._status(mon) != "inmigrate"):
+                    return
+                time.sleep(0.01)
+            if wait_status:
+                raise HypervisorError(f"VM {wait_status} did not finish within 60s")
         except EOFError:
             pass  # quit closes the connection before answering
         finally:
@@ -164,15 +199,33 @@ class QemuVM:
             except Exception:  # noqa: BLE001 - closing a dead monitor is not an error
                 pass
 
+    @staticmethod
+    def _status(mon: Any) -> str:
+        reply: dict[str, Any] = mon.cmd("query-status") or {}
+        return str(reply.get("status", ""))
+
+    def save(self, state: Path) -> None:
+        """Stop the VM and write its device state to ``state`` (its RAM stays in the RAM file)."""
+        self._qmp(("stop", {}),
+                  ("migrate-set-capabilities", {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}),
+                  ("migrate", {"uri": f"exec:cat > {state}"}), wait_status="save")
+
+    def restore(self, state: Path) -> None:
+        """Load the template's device state into this clone (started with ``-incoming defer``) and
+        let it run."""
+        self._qmp(("migrate-set-capabilities", {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}),
+                  ("migrate-incoming", {"uri": f"exec:cat {state}"}), wait_status="restore")
+        self._qmp(("cont", {}))
+
     def pause(self) -> None:
         try:
-            self._qmp("stop")
+            self._qmp(("stop", {}))
         except Exception as e:  # noqa: BLE001
             raise HypervisorError(f"QMP stop failed: {e}") from None
 
     def resume(self) -> None:
         try:
-            self._qmp("cont")
+            self._qmp(("cont", {}))
         except Exception as e:  # noqa: BLE001
             raise HypervisorError(f"QMP cont failed: {e}") from None
 
@@ -182,7 +235,7 @@ class QemuVM:
             return
         assert self.proc is not None
         try:
-            self._qmp("quit")
+            self._qmp(("quit", {}))
         except Exception:  # noqa: BLE001 - escalate below
             pass
         if self._wait_gone(timeout):

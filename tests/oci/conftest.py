@@ -39,9 +39,12 @@ class Kata:
         self.log = log
         self.config = config
         self.calls = 0
+        self.debug = False
 
     def argv(self, *args: str, config: Path | None = None) -> list[str]:
         base = [KATA, "--root", str(self.root), "--log", str(self.log), "--log-format", "json"]
+        if self.debug:
+            base.append("--debug")
         cfg = config or self.config
         if cfg is not None:
             base += ["--kata-config", str(cfg)]
@@ -73,6 +76,11 @@ class Kata:
 
     def state(self, cid: str) -> dict[str, Any]:
         return dict(json.loads(self.ok("state", cid).out))
+
+    def log_messages(self) -> list[str]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line).get("msg", "") for line in self.log.read_text().splitlines() if line.strip()]
 
     def log_errors(self) -> list[dict[str, Any]]:
         if not self.log.exists():
@@ -114,13 +122,16 @@ def _toml(data: dict, prefix: str = "") -> list[str]:
 
 
 def config_with(tmp_path: Path, **changes: object) -> Path:
-    """The installed configuration with some [hypervisor.qemu] keys (``agent_*``: [agent.kata]) replaced."""
+    """The installed configuration with some [hypervisor.qemu] keys replaced (``agent_*``: [agent.kata],
+    ``factory_*``: [factory])."""
     import tomllib
 
     data = tomllib.loads(INSTALLED_CONFIG.read_text())
     for k, v in changes.items():
         if k.startswith("agent_"):
             data.setdefault("agent", {}).setdefault("kata", {})[k[6:]] = v
+        elif k.startswith("factory_"):
+            data.setdefault("factory", {})[k[8:]] = v
         else:
             data.setdefault("hypervisor", {}).setdefault("qemu", {})[k] = v
     path = tmp_path / "configuration.toml"

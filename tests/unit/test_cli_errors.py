@@ -240,12 +240,6 @@ def test_help_exits_0_and_lists_the_commands(run_cli) -> None:
     assert run_cli("exec", "--help").code == 0
 
 
-@pytest.mark.parametrize("argv", [["factory", "init"], ["factory", "status"], ["factory", "destroy"]])
-def test_not_implemented_yet(run_cli, argv: list[str]) -> None:
-    r = run_cli(*argv)
-    assert r.code == 1 and r.stderr.endswith("not implemented yet\n") and r.stderr.count("\n") == 1
-
-
 def test_ps_rejects_an_unknown_format(run_cli) -> None:
     r = run_cli("ps", "--format", "xml", "c1")
     assert r.code == 1 and r.stderr == "kata-runtime: invalid format option\n"
