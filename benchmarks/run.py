@@ -197,6 +197,8 @@ class Tracker:
     runc_ids: list[str] = dataclasses.field(default_factory=list)
     bare_names: list[str] = dataclasses.field(default_factory=list)
     children: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    template_config: Path | None = None  # a configuration with [factory] enable_template, once made
+    template_dir: Path | None = None
 
     def _quiet(self, argv: list[str], timeout: float) -> int | None:
         try:
@@ -230,6 +232,13 @@ class Tracker:
                 if any(cid in f for f in stored) or any(find_ours(cid).values()):
                     self._quiet([self.runtime, "--root", str(self.kata_root), "kill", cid, "KILL"], 30)
                     self._quiet([self.runtime, "--root", str(self.kata_root), "delete", "--force", cid], 60)
+            if self.template_config is not None:
+                self._quiet([self.runtime, "--kata-config", str(self.template_config), "factory", "destroy"], 30)
+                for p in psutil.process_iter(["cmdline"]):
+                    if "sandbox-template" in " ".join(_cmdline(p)) and str(self.template_dir) in " ".join(_cmdline(p)):
+                        kill_procs([p])
+            if self.template_dir is not None:
+                shutil.rmtree(self.template_dir, ignore_errors=True)
             for cid in self.runc_ids:
                 if (self.runc_root / cid).exists():
                     self._quiet([self.runc, "--root", str(self.runc_root), "delete", "--force", cid], 30)
@@ -452,13 +461,14 @@ def timed_run(tr: Tracker, argv: list[str], outf: Path, timeout: float) -> tuple
     return rc, wall, error
 
 
-def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, Any]:
-    cid = f"bench{os.getpid()}-k{idx}"
+def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float, template: bool = False) -> dict[str, Any]:
+    cid = f"bench{os.getpid()}-{'t' if template else 'k'}{idx}"
     tr.kata_ids.append(cid)
     logf = tr.work / f"{cid}.log"
     outf = tr.work / f"{cid}.out"
-    argv = [tr.runtime, "--root", str(tr.kata_root), "--debug", "--log", str(logf), "--log-format", "json",
-            "run", "--bundle", str(bundle), cid]
+    config = ["--kata-config", str(tr.template_config)] if template and tr.template_config else []
+    argv = [tr.runtime, "--root", str(tr.kata_root), *config, "--debug", "--log", str(logf), "--log-format",
+            "json", "run", "--bundle", str(bundle), cid]
     res: dict[str, Any] = {"id": cid, "ok": False}
     rc, wall, error = timed_run(tr, argv, outf, timeout)
     if error:
@@ -717,12 +727,15 @@ def verdict(value: float | None, goal: float) -> str:
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
     bare = [r for r in res["bare"] if r["ok"]]
     kata = [r for r in res["kata"] if r["ok"]]
+    kata_tpl = [r for r in res.get("kata_tpl", []) if r["ok"]]
     runc = [r for r in res["runc"] if r["ok"]]
     s: dict[str, Any] = {
         "n": {"bare": len(bare), "kata": len(kata), "runc": len(runc), "repeat": res["repeat"]},
         "bare_marker": stat_row([r["to_marker"] for r in bare]),
         "bare_exit": stat_row([r["to_exit"] for r in bare]),
         "kata_run": stat_row([r["wall"] for r in kata]),
+        "kata_tpl_run": stat_row([r["wall"] for r in kata_tpl]),
+        "template_init": res.get("template_init"),
         "runc_run": stat_row([r["wall"] for r in runc]),
         "phases": {},
     }
@@ -732,6 +745,9 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     s["ratio_bare_exit"] = round(km / bm, 2) if km and bm else None
     s["ratio_bare_marker"] = round(km / bk, 2) if km and bk else None
     s["ratio_runc"] = round(km / rm, 1) if km and rm else None
+    tm = s["kata_tpl_run"][1]
+    s["ratio_tpl_bare_exit"] = round(tm / bm, 2) if tm and bm else None
+    s["n"]["kata_tpl"] = len(kata_tpl)
     return s
 
 
@@ -782,10 +798,15 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"{fmt_s(s['bare_exit'][1])} | | |",
         f"| `kata-runtime run` of `true` | {fmt_s(s['kata_run'][0])} | {fmt_s(s['kata_run'][1])} | "
         f"≤ {GOAL_RATIO} × bare{_goal_s(s['bare_exit'][1])} | {PEER['kata_run']} |",
+        f"| `kata-runtime run` of `true`, VM cloned from a template (`[factory] enable_template`; "
+        f"`factory init` took {fmt_s(s.get('template_init'))}) | {fmt_s(s.get('kata_tpl_run', (None, None))[0])} | "
+        f"{fmt_s(s.get('kata_tpl_run', (None, None))[1])} | ≤ {GOAL_RATIO} × bare | |",
         f"| `runc run` of `true` | {fmt_s(s['runc_run'][0])} | {fmt_s(s['runc_run'][1])} | | "
         f"{PEER['runc_run']} |",
         f"| kata / bare boot-and-exit (medians) | | {_x(s['ratio_bare_exit'])} | ≤ {GOAL_RATIO}x: "
         f"{verdict(s['ratio_bare_exit'], GOAL_RATIO)} | {PEER['ratio_bare']} |",
+        f"| kata from a template / bare boot-and-exit (medians) | | {_x(s.get('ratio_tpl_bare_exit'))} | "
+        f"≤ {GOAL_RATIO}x: {verdict(s.get('ratio_tpl_bare_exit'), GOAL_RATIO)} | |",
         f"| kata / bare to marker (medians) | | {_x(s['ratio_bare_marker'])} | | |",
         f"| kata / runc (medians) | | {_x(s['ratio_runc'])} | | |",
         "",
@@ -859,7 +880,8 @@ def render_markdown(res: dict[str, Any]) -> str:
     left = res.get("left_behind") or []
     lines += ["", "Clean-up: " + ("nothing of ours was left behind." if not left else
                                    f"had to remove by force: {', '.join(left)}.")]
-    errs = [f"{k} #{i + 1}: {r['error']}" for k in ("bare", "kata", "runc") for i, r in enumerate(res[k])
+    errs = [f"{k} #{i + 1}: {r['error']}" for k in ("bare", "kata", "kata_tpl", "runc")
+            for i, r in enumerate(res.get(k, []))
             if r.get("error")]
     if errs:
         lines += ["", "Failed runs: " + "; ".join(errs)]
@@ -903,6 +925,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "before measuring memory (default 5; 3 with --short)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    ap.add_argument("--no-template", action="store_true", help="skip the runs cloned from a VM template")
     ap.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: print the tables of an "
                     "earlier run's --json file (with --markdown FILE: write them there too)")
     args = ap.parse_args(argv)
@@ -916,6 +939,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def make_template(tr: Tracker, res: dict[str, Any], timeout: float, progress: Callable[[str], None]) -> None:
+    """``factory init`` with a configuration that enables templates (template in /dev/shm)."""
+    installed = Path("/usr/share/defaults/kata-containers/configuration.toml")
+    tr.template_dir = Path("/dev/shm") / f"kata-bench-{os.getpid()}"
+    text = installed.read_text() if installed.exists() else ""
+    text = re.sub(r"(?m)^enable_template\s*=.*$", "enable_template = true", text)
+    text = re.sub(r"(?m)^template_path\s*=.*$", f'template_path = "{tr.template_dir}/template"', text)
+    if "enable_template = true" not in text:
+        progress("cannot make a template configuration: skipping the template runs")
+        return
+    tr.template_config = tr.work / "configuration-template.toml"
+    tr.template_config.write_text(text)
+    rc, wall, error = timed_run(tr, [tr.runtime, "--kata-config", str(tr.template_config), "factory", "init"],
+                                tr.work / "factory-init.out", timeout)
+    if rc != 0:
+        progress(f"factory init failed ({error or tail(tr.work / 'factory-init.out')}): skipping template runs")
+        res["template_error"] = error or tail(tr.work / "factory-init.out")
+        return
+    res["template_init"] = round(wall, 3)
+    progress(f"factory init: {wall:.2f} s")
+
+
 def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
             progress: Callable[[str], None] = say) -> None:
     bundle_true = tr.work / "bundle-true"
@@ -924,13 +969,20 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
     make_bundle(bundle_sleep, ["sleep", "1000"], bundle_true / "rootfs", tr.runc)
     res["bare_argv"], _, res["accel"], res["accel_why"] = bare_argv("probe", tr.work / "probe",
                                                                    tr.work / "probe-shared")
+    kinds: tuple[str, ...] = ("bare", "kata", "runc")
+    if not args.no_template:
+        make_template(tr, res, args.timeout, progress)
+        if tr.template_config is not None:
+            kinds = ("bare", "kata", "kata_tpl", "runc")
     for i in range(args.repeat):
-        for kind in ("bare", "kata", "runc"):
+        for kind in kinds:
             load = loadavg()
             if kind == "bare":
                 r = bare_boot(tr, i, args.timeout)
             elif kind == "kata":
                 r = kata_run(tr, bundle_true, i, args.timeout)
+            elif kind == "kata_tpl":
+                r = kata_run(tr, bundle_true, i, args.timeout, template=True)
             else:
                 r = runc_run(tr, bundle_true, i, args.timeout)
             r["load"] = load
@@ -972,7 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
         "short": args.short, "load_start": loadavg(), "host": host_facts(args.runtime),
-        "bare": [], "kata": [], "runc": [], "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
+        "bare": [], "kata": [], "kata_tpl": [], "runc": [], "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
     status = 0
     say(f"work dir {work}; load {res['load_start']}; {args.repeat} repetition(s)")
     try:
