@@ -150,8 +150,12 @@ class Proxy:
             self._send(self.channel, mux.encode(mux.CLOSE, ep.stream))
 
     def _client_readable(self, ep: Endpoint) -> None:
+        size = min(READ_SIZE, ep.credit) if self.agent_acks else READ_SIZE  # never beyond the window
+        if size <= 0:
+            self._want_write(ep)
+            return
         try:
-            data = ep.sock.recv(READ_SIZE)
+            data = ep.sock.recv(size)
         except BlockingIOError:
             return
         except OSError:

@@ -74,6 +74,10 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     listener.listen(16)
     proxy = Proxy(host, listener)
     threading.Thread(target=proxy.serve, daemon=True, name="proxy").start()
+    # as at a real VM's start: the proxy's RESET and the agent's answer are through before any client
+    deadline = time.monotonic() + 10
+    while not (server.flow_control and proxy.agent_acks) and time.monotonic() < deadline:
+        time.sleep(0.01)
     fake.keep = (guest, host, listener, proxy)  # the channel server holds only the fd
     yield fake, server, sock_path
     for shim in STARTED:  # a failed test must not leave its shim behind
