@@ -622,11 +622,13 @@ def _module_count(python: str) -> int | None:
         return None
 
 
-def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float) -> dict[str, Any]:
-    cid = f"bench{os.getpid()}-mem"
+def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float, template: bool = False) -> dict[str, Any]:
+    cid = f"bench{os.getpid()}-mem{'-tpl' if template else ''}"
     tr.kata_ids.append(cid)
     out = tr.work / f"{cid}.out"
     rt = [tr.runtime, "--root", str(tr.kata_root)]
+    if template and tr.template_config is not None:
+        rt += ["--kata-config", str(tr.template_config)]
     res: dict[str, Any] = {"id": cid, "ok": False, "idle_seconds": idle}
     rc, hwm, maxrss = run_tracking_peak(rt + ["create", "--bundle", str(bundle), cid], out, timeout)
     res["cli_create"] = {"rc": rc, "vmhwm": hwm, "wait4_maxrss": maxrss}
@@ -641,6 +643,8 @@ def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float) -> dict[
     time.sleep(idle)
     procs = find_ours(cid)
     res["processes"] = {role: [mem_of(p) for p in ps] for role, ps in procs.items()}
+    if template:
+        return _stop_memory_container(tr, rt, cid, procs, res, timeout)
     shim_argv = next((_cmdline(p) for p in procs["kata-shim"] if _cmdline(p)), [sys.executable])
     python = shim_argv[0]
     res["python_baseline"] = python_baseline(python, min(idle, 2.0))
@@ -651,6 +655,11 @@ def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float) -> dict[
         role: import_baseline(python, repo, module, min(idle, 2.0))
         for role, module in (("kata-shim", "kata_runtime.shim.main"), ("kata-proxy", "kata_runtime.proxy.main"))}
     res["load_during"] = loadavg()
+    return _stop_memory_container(tr, rt, cid, procs, res, timeout)
+
+
+def _stop_memory_container(tr: Tracker, rt: list[str], cid: str, procs: dict[str, list[psutil.Process]],
+                           res: dict[str, Any], timeout: float) -> dict[str, Any]:
     rc_kill = subprocess.run(rt + ["kill", cid, "KILL"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, timeout=timeout)
     t_del = time.monotonic()
@@ -846,6 +855,10 @@ def render_markdown(res: dict[str, Any]) -> str:
         pss = row["pss"] if row else None
         g = "" if goal is None else f"≤ {goal} MB: {verdict(None if pss is None else pss / MB, goal)}"
         lines.append(f"| {role} | {_mb(row, 'pss')} | {_mb(row, 'uss')} | {_mb(row, 'rss')} | {g} | {peer} |")
+    clone = mem_row(res.get("memory_template") or {}, "qemu")
+    if clone:
+        lines.append(f"| qemu, VM cloned from the template | {_mb(clone, 'pss')} | {_mb(clone, 'uss')} | "
+                     f"{_mb(clone, 'rss')} | | |")
     base = mem.get("python_baseline")
     if base:
         lines.append(f"| baseline: idle `python -S` (sleep only; {base.get('modules_loaded', '?')} modules) | "
@@ -998,6 +1011,9 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
         res["memory"] = memory_idle(tr, bundle_sleep, args.idle, args.timeout)
         if not res["memory"]["ok"]:
             progress(f"memory measurement problem: {res['memory'].get('error')}")
+        if tr.template_config is not None:
+            progress("memory: the same, in a VM cloned from the template")
+            res["memory_template"] = memory_idle(tr, bundle_sleep, args.idle, args.timeout, template=True)
 
 
 def main(argv: list[str] | None = None) -> int:
