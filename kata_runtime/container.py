@@ -144,6 +144,8 @@ def _write_pid_file(path: Path, pid: int) -> None:
 
 def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None, console_socket: Path | None,
             no_pivot: bool, detach_shim: bool) -> tuple[ContainerState, subprocess.Popen[bytes]]:
+    from kata_runtime.oci.guest_spec import translate
+    from kata_runtime.oci.hooks import CREATE_KINDS, hook_state, run_hooks
     from kata_runtime.oci.spec import load_bundle, validate_id
 
     validate_id(cid)
@@ -155,27 +157,34 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     process = bundle.spec.get("process") or {}
     tty = bool(process.get("terminal"))
     _check_terminal_flags(cid, "create", tty, console_socket, detach_shim)
-    cfg = ctx.cfg  # configuration errors before anything is made
+    guest = translate(cid, bundle.spec, bundle.path, bundle.rootfs)  # refusals before anything is made
+    ctx.cfg  # noqa: B018 - configuration errors too, before anything is made
     ctx.store.reserve(cid)
     rec = SandboxRecord(id=cid)
     c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs),
                         created=rfc3339_nano(time.time_ns()), status=Status.CREATING,
                         annotations=dict(bundle.spec.get("annotations") or {}), process=process,
-                        creator=ProcRef.of(os.getpid()))
+                        creator=ProcRef.of(os.getpid()), hooks=guest.hooks)
     rec.containers[cid] = c
     sandbox = ctx.sandbox(rec)
     try:
         with ctx.store.locked(cid, "create"), _interruptible(cid, "create"):
             sandbox.save()
+            sandbox.setup_network(guest.network)
             sandbox.boot()
             # shared writable: root.readonly is applied in the guest, after the OCI runtime has made
             # the mount points it needs (as runc does on a host)
             c.rootfs_mount, guest_rootfs = sandbox.share_rootfs(cid, bundle.rootfs, readonly=False)
+            sandbox.share(cid, guest.shares)
             sandbox.save()
-            sandbox.agent(cid).create_container(cid, bundle.spec, guest_rootfs, [], no_pivot)
-            shim = _start_shim(cid, cid, sandbox.proxy_socket, detach_shim, tty, console_socket, cfg.shim_path,
+            sandbox.agent(cid).create_container(cid, guest.spec, guest_rootfs, [], no_pivot, guest.sandbox_sysctls)
+            shim = _start_shim(cid, cid, sandbox, detach_shim, tty, console_socket, process.get("args") or [],
                                "create")
             c.shim = ProcRef.of(shim.pid)
+            sandbox.save()
+            state = hook_state(cid, "creating", shim.pid, c.bundle, c.annotations)
+            for kind in CREATE_KINDS:
+                run_hooks(kind, c.hooks, state, cid, "create")
             c.status = Status.CREATED
             sandbox.save()
             phase("container_created")
@@ -202,13 +211,15 @@ def _check_terminal_flags(cid: str, step: str, tty: bool, console_socket: Path |
                               container=cid, step=step)
 
 
-def _start_shim(cid: str, exec_id: str, proxy_socket: Path, detach: bool, tty: bool, console_socket: Path | None,
-                configured: str, step: str) -> subprocess.Popen[bytes]:
-    """The process's shim; with a console socket, on a fresh pty whose master goes to the engine."""
+def _start_shim(cid: str, exec_id: str, sandbox: Sandbox, detach: bool, tty: bool, console_socket: Path | None,
+                command: list[str], step: str) -> subprocess.Popen[bytes]:
+    """The process's shim, in the sandbox's network namespace; with a console socket, on a fresh
+    pty whose master goes to the engine."""
     slave = daemons.send_console(console_socket, cid, step) if console_socket is not None else None
     try:
-        return daemons.start_shim(cid, exec_id, proxy_socket, detach=detach, tty=tty, terminal_fd=slave,
-                                  configured=configured, step=step)
+        return daemons.start_shim(cid, exec_id, sandbox.proxy_socket, detach=detach, tty=tty, terminal_fd=slave,
+                                  configured=sandbox.cfg.shim_path, step=step, netns=sandbox.rec.netns,
+                                  command=[str(a) for a in command])
     finally:
         if slave is not None:
             os.close(slave)
@@ -238,11 +249,16 @@ def _start_locked(ctx: _Context, rec: SandboxRecord, c: ContainerRecord) -> None
                Status.STOPPED: "cannot start a container that has stopped",
                Status.PAUSED: "cannot start a paused container"}.get(status, f"container is {status}")
         raise InvalidState(msg, container=c.id, step="start")
+    from kata_runtime.oci.hooks import hook_state, run_hooks
+
+    pid = c.shim.pid if c.shim is not None else 0
+    run_hooks("startContainer", c.hooks, hook_state(c.id, "created", pid, c.bundle, c.annotations), c.id, "start")
     sandbox = ctx.sandbox(rec)
     sandbox.agent(c.id).start_container(c.id)
     c.status = Status.RUNNING
     sandbox.save()
     phase("container_started")
+    run_hooks("poststart", c.hooks, hook_state(c.id, "running", pid, c.bundle, c.annotations), c.id, "start")
 
 
 def state(opts: RuntimeOptions, cid: str) -> ContainerState:
@@ -277,6 +293,10 @@ def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:
                 sandbox.agent(cid).signal_process(cid, "", _signal.SIGKILL, True)
                 daemons.wait_gone(c.shim, 5.0)
         sandbox.destroy()
+    if c.hooks.get("poststop"):
+        from kata_runtime.oci.hooks import hook_state, run_hooks
+
+        run_hooks("poststop", c.hooks, hook_state(cid, "stopped", 0, c.bundle, c.annotations), cid, "delete")
 
 
 def run(opts: RuntimeOptions, cid: str, bundle: Path, *, pid_file: Path | None = None,
@@ -340,10 +360,11 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
         status = current_status(rec, c)
         if not status.can_exec():
             raise InvalidState(f"cannot exec in a {status} container", container=cid, step="exec")
+        from kata_runtime.oci.guest_spec import guest_process
+
         sandbox = ctx.sandbox(rec)
-        sandbox.agent(cid).exec_process(cid, exec_id, process)
-        shim = _start_shim(cid, exec_id, sandbox.proxy_socket, detach, tty, console_socket, ctx.cfg.shim_path,
-                           "exec")
+        sandbox.agent(cid).exec_process(cid, exec_id, guest_process(process))
+        shim = _start_shim(cid, exec_id, sandbox, detach, tty, console_socket, process.get("args") or [], "exec")
         if detach:
             c.execs[exec_id] = ExecRecord(exec_id, ProcRef.of(shim.pid))
             sandbox.save()
@@ -398,17 +419,21 @@ def stats(opts: RuntimeOptions, cid: str) -> dict[str, Any] | None:
 
 
 def ps(opts: RuntimeOptions, cid: str, fmt: str, ps_args: list[str]) -> str:
-    """``runc ps``: JSON, the list of the container's pids (in the guest); table, the guest's ps
-    output for the container's processes (``ps_args`` are busybox ps's, e.g. ``-o pid,args``)."""
+    """``runc ps``. JSON: the HOST pids that stand for the container's processes, i.e. the
+    kata-shims of its init and of its running execs (engines read these pids as host processes:
+    dockerd's ``top`` filters the host's ``ps`` by them, and each shim's command line ends with
+    the command it runs in the guest). Table: the guest's ps output for the container's
+    processes (``ps_args`` are busybox ps's, e.g. ``-o pid,args``)."""
     ctx = _Context(opts)
     rec, c = _load_container(ctx.store, cid, "ps")
     if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
         raise InvalidState("container not running", container=cid, step="ps")
-    agent = ctx.sandbox(rec).agent(cid)
     if fmt == "json":
         import json
 
-        return json.dumps(agent.list_processes(cid)) + "\n"
+        shims = [ref for ref in [c.shim, *(e.shim for e in c.execs.values())] if ref is not None and ref.alive()]
+        return json.dumps([ref.pid for ref in shims]) + "\n"
+    agent = ctx.sandbox(rec).agent(cid)
     return str(agent.process_table(cid, ps_args).decode(errors="replace"))
 
 

@@ -69,20 +69,30 @@ def start_proxy(sandbox: str, channel: Path, listen: Path, log: Path, configured
 
 
 def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool, tty: bool = False,
-               terminal_fd: int | None = None, configured: str = "",
-               step: str = "create") -> subprocess.Popen[bytes]:
+               terminal_fd: int | None = None, configured: str = "", step: str = "create",
+               netns: str = "", command: list[str] | None = None) -> subprocess.Popen[bytes]:
     """Start the kata-shim of one process; it keeps this process's stdio (the container's), or
     has ``terminal_fd`` (the slave of the pty whose master went to the engine) as all three.
 
+    It is born in the sandbox's network namespace ``netns`` (engines look for the container's
+    network through ``/proc/<pid>/ns/net`` of the pid we report, which is the shim's), and carries
+    ``command`` (the process's argv in the guest) after ``--`` so that the host's ``ps`` (and so
+    ``docker top``) shows what it stands for.
+
     Detached, it gets its own session and outlives us; otherwise it is our child in our process
     group (so a terminal's ^C reaches it). Returns once it is attached to the process."""
+    from kata_runtime.network import netns as _netns
+
     rfd, wfd = os.pipe()
     argv = _program("kata-shim", configured) + [
         "--container", container, "--exec", exec_id, "--proxy", str(proxy_socket), "--ready-fd", str(wfd),
         "--tty", "1" if tty else "0"]
+    if command:
+        argv += ["--", *(a.replace("\0", " ") for a in command)]
     try:
-        proc = subprocess.Popen(argv, pass_fds=(wfd,), start_new_session=detach, cwd="/", stdin=terminal_fd,
-                                stdout=terminal_fd, stderr=terminal_fd)
+        with _netns.entered(netns or None):
+            proc = subprocess.Popen(argv, pass_fds=(wfd,), start_new_session=detach, cwd="/", stdin=terminal_fd,
+                                    stdout=terminal_fd, stderr=terminal_fd)
         os.close(wfd)
         wfd = -1
         problem = _wait_ready(rfd, proc, 30.0)

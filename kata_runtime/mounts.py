@@ -16,8 +16,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def bind(source: str, target: str, readonly: bool = False) -> None:
-    """Recursive bind mount of ``source`` onto ``target`` (made if missing)."""
-    os.makedirs(target, exist_ok=True)
+    """Recursive bind mount of ``source`` onto ``target`` (made if missing: a directory, or an
+    empty file when ``source`` is not a directory)."""
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     if _libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"bind mount {source} on {target}: {os.strerror(e)}")

@@ -18,6 +18,8 @@ from kata_runtime import daemons, mounts
 from kata_runtime.config import Config
 from kata_runtime.errors import AgentError, HypervisorError, KataError
 from kata_runtime.hypervisor.qemu import SHARED_FS_TAG, QemuVM, RamFile
+from kata_runtime.network import netns
+from kata_runtime.oci.guest_spec import GUEST_SHARED_DIR, NetworkRequest, Share, guest_rootfs
 from kata_runtime.phases import phase
 from kata_runtime.store import SandboxRecord, SandboxStore
 
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOST_SHARED_ROOT = Path("/run/kata-containers/shared/sandboxes")
-GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"
 
 
 def choose_accel(cfg: Config) -> tuple[str, str]:
@@ -68,7 +69,7 @@ class Sandbox:
 
     def vm(self) -> QemuVM:
         return QemuVM(self.id, self.cfg.hypervisor, self.store.vm_dir(self.id), self.rec.accel or "tcg",
-                      self.shared_dir, self.rec.qemu)
+                      self.shared_dir, self.rec.qemu, sock_dir=self.store.socket_dir(self.id))
 
     def agent(self, container: str | None = None) -> Any:
         """The gRPC client of this sandbox's agent (grpc is imported only by commands that talk)."""
@@ -86,6 +87,22 @@ class Sandbox:
         self.store.save(self.rec)
 
     # -- lifecycle --------------------------------------------------------------------------------
+    def setup_network(self, req: NetworkRequest) -> None:
+        """Settle the sandbox's network namespace on the host: the engine's, or a new one that
+        the sandbox owns (docker gives no path: its prestart hook moves the veth into it)."""
+        if req.path:
+            self.rec.netns, self.rec.netns_owned = req.path, False
+            self.save()
+            return
+        path = netns.NETNS_DIR / f"kata-{self.store.digest(self.id)}"
+        self.rec.netns, self.rec.netns_owned = str(path), True
+        self.save()  # first: destroy() must find it whatever happens next
+        try:
+            netns.create(path)
+        except OSError as e:
+            raise KataError(f"cannot create the network namespace {path}: {e.strerror or e}", container=self.id,
+                            step="create") from None
+
     def boot(self) -> None:
         """Start QEMU and kata-proxy, wait for the agent and set the sandbox up in the guest.
 
@@ -103,7 +120,8 @@ class Sandbox:
             vm.ram = RamFile(template.memory, clone=True)
         t0 = time.monotonic()
         try:
-            vm.launch(self.cfg.source)
+            with netns.entered(self.rec.netns or None):  # its network devices are opened there
+                vm.launch(self.cfg.source)
         finally:
             self.rec.qemu = vm.proc
             self.save()
@@ -171,7 +189,21 @@ class Sandbox:
         except OSError as e:
             raise KataError(f"cannot share rootfs {rootfs} with the VM: {e.strerror}", container=cid,
                             step="create") from None
-        return str(target), f"{GUEST_SHARED_DIR}/{cid}/rootfs"
+        return str(target), guest_rootfs(cid)
+
+    def share(self, cid: str, shares: list[Share]) -> None:
+        """Bind each host file or directory of the container's mounts into its own subtree of the
+        shared directory (read-only on the host too when the mount is ``ro``)."""
+        top = self.shared_dir / cid / "mounts"
+        for sh in shares:
+            target = self.shared_dir / sh.target
+            if top not in target.parents:  # pragma: no cover - guest_spec makes flat, sanitized names
+                raise KataError(f"share target {target} is outside {top}", container=cid, step="create")
+            try:
+                mounts.bind(sh.source, str(target), readonly=sh.readonly)
+            except OSError as e:
+                raise KataError(f"cannot share {sh.source} with the VM: {e.strerror}", container=cid,
+                                step="create") from None
 
     def destroy(self) -> None:
         """Tear everything down; every step is attempted even when an earlier one fails, and the
@@ -201,6 +233,11 @@ class Sandbox:
         except OSError as e:
             errors.append(str(e))
         _remove_empty_tree(Path(shared))
+        if self.rec.netns_owned and self.rec.netns:
+            try:
+                netns.remove(Path(self.rec.netns))
+            except OSError as e:
+                errors.append(f"cannot remove the network namespace {self.rec.netns}: {e.strerror or e}")
         if errors:  # keep the record: it is how a later delete finds what is still there
             raise KataError("; ".join(errors), container=self.id, step="delete")
         self.store.remove(self.id)

@@ -2,8 +2,11 @@
 
 - ``<root>/sbs/<sandbox>/sandbox.json``: the sandbox record (VM, proxy, containers), written
   atomically (temp file, fsync, rename);
-- ``<root>/sbs/<sandbox>/proxy.sock``: kata-proxy's socket;
-- ``<root>/vm/<sandbox>/``: QEMU's QMP socket, agent channel socket, pid file, console log.
+- ``<root>/vm/<sandbox>/``: QEMU's pid file and console log, kata-proxy's log;
+- ``/run/vc/sock/<digest>/``: the sandbox's unix sockets (kata-proxy's, QEMU's QMP and agent
+  channel). ``AF_UNIX`` paths are limited to 107 bytes and the engines give long roots and
+  64-character ids, so the sockets live under a fixed short prefix, in a directory named by a
+  digest of (root, sandbox id): always 56 bytes or less, whatever the root and id.
 
 Every operation on a sandbox holds an exclusive ``flock`` on its ``sbs`` directory.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +29,7 @@ from kata_runtime.errors import ContainerExists, ContainerNotFound, KataError
 from kata_runtime.oci.state import Status
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+SOCKET_ROOT = Path("/run/vc/sock")
 
 
 def process_start_time(pid: int) -> int | None:
@@ -80,6 +85,7 @@ class ContainerRecord:
     rootfs_mount: str = ""  # host bind mount of the rootfs in the shared directory
     execs: dict[str, ExecRecord] = field(default_factory=dict)
     creator: ProcRef | None = None  # the kata-runtime that is creating it (while "creating")
+    hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the spec's, run on the host
 
 
 @dataclass
@@ -89,6 +95,8 @@ class SandboxRecord:
     qemu: ProcRef | None = None
     proxy: ProcRef | None = None
     shared_dir: str = ""
+    netns: str = ""  # the sandbox's network namespace on the host ("" before it is known)
+    netns_owned: bool = False  # made by us (and so removed by us), not the engine's
     containers: dict[str, ContainerRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -108,7 +116,8 @@ class SandboxRecord:
             c["execs"] = {k: ExecRecord(v["id"], ref(v.get("shim"))) for k, v in c.get("execs", {}).items()}
             containers[cid] = ContainerRecord(**c)
         return cls(id=d["id"], accel=d.get("accel", ""), qemu=ref(d.get("qemu")), proxy=ref(d.get("proxy")),
-                   shared_dir=d.get("shared_dir", ""), containers=containers)
+                   shared_dir=d.get("shared_dir", ""), netns=d.get("netns", ""),
+                   netns_owned=bool(d.get("netns_owned", False)), containers=containers)
 
 
 class SandboxStore:
@@ -125,8 +134,16 @@ class SandboxStore:
     def vm_dir(self, sid: str) -> Path:
         return self.vms / sid
 
+    def digest(self, sid: str) -> str:
+        """A short name unique to (root, sandbox id), for what must not grow with either."""
+        return hashlib.sha256(f"{self.root.absolute()}\0{sid}".encode()).hexdigest()[:24]
+
+    def socket_dir(self, sid: str) -> Path:
+        """Where the sandbox's unix sockets live: short and unique to (root, id)."""
+        return SOCKET_ROOT / self.digest(sid)
+
     def proxy_socket(self, sid: str) -> Path:
-        return self.sbs / sid / "proxy.sock"
+        return self.socket_dir(sid) / "proxy.sock"
 
     def reserve(self, sid: str) -> None:
         """Create the sandbox's directories; ContainerExists if the id is taken."""
@@ -139,6 +156,8 @@ class SandboxStore:
         except OSError as e:
             raise KataError(f"cannot create state directory: {e}", container=sid, step="create") from None
         self.vm_dir(sid).mkdir(mode=0o700, exist_ok=True)
+        SOCKET_ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.socket_dir(sid).mkdir(mode=0o700, exist_ok=True)
 
     @contextlib.contextmanager
     def locked(self, sid: str, step: str = "") -> Iterator[None]:
@@ -192,5 +211,6 @@ class SandboxStore:
             return []
 
     def remove(self, sid: str) -> None:
+        shutil.rmtree(self.socket_dir(sid), ignore_errors=True)
         shutil.rmtree(self.vm_dir(sid), ignore_errors=True)
         shutil.rmtree(self.sandbox_dir(sid), ignore_errors=True)

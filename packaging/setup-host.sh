@@ -18,15 +18,27 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# A normal install, as a user's: the runtime and its dependencies only (no test or lint tools), not
+# tied to this checkout (which can be deleted afterwards). A venv left by an older, editable
+# install of the checkout is made anew.
+if [ -x "$VENV/bin/python" ] && { [ -x "$VENV/bin/pytest" ] || "$VENV/bin/pip" show -f kata-runtime 2>/dev/null | grep -q "__editable__"; }; then
+  say "replacing the development venv $VENV with a normal install"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating the Python venv $VENV"
   python3 -m venv "$VENV"
 fi
 say "installing kata-runtime into $VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
+build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT
+cp -r setup.cfg pyproject.toml README.md kata_runtime "$build/"
+"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$build"
+"$VENV/bin/pip" install -q --disable-pip-version-check "$build"
 # Bytecode now, whatever PYTHONDONTWRITEBYTECODE says: compiling at every start costs each kata-shim
 # and kata-proxy about 0.7 MB of memory, and every CLI call time.
-"$VENV/bin/python" -m compileall -q -j0 kata_runtime
+site=$("$VENV/bin/python" -c 'import kata_runtime, os; print(os.path.dirname(kata_runtime.__file__))')
+"$VENV/bin/python" -m compileall -q -j0 "$site"
 for prog in kata-runtime; do ln -sf "$VENV/bin/$prog" "/usr/local/bin/$prog"; done
 
 say "building and installing the guest kernel and image"

@@ -16,7 +16,9 @@ class AgentClient(Protocol):
     def destroy_sandbox(self) -> None: ...
 
     def create_container(self, cid: str, spec: dict[str, Any], rootfs_guest_path: str,
-                         storages: list[dict[str, Any]], no_pivot: bool = False) -> None: ...
+                         storages: list[dict[str, Any]], no_pivot: bool = False,
+                         sandbox_sysctls: dict[str, str] | None = None) -> None:
+        """Create a container from a spec made for the guest (``oci.guest_spec``), as is."""
 
     def start_container(self, cid: str) -> None: ...
 

@@ -59,10 +59,12 @@ class GrpcAgentClient:
         self._rpc("DestroySandbox", pb.DestroySandboxRequest(), "delete", timeout=5)
 
     def create_container(self, cid: str, spec: dict[str, Any], rootfs_guest_path: str,
-                         storages: list[dict[str, Any]], no_pivot: bool = False) -> None:
+                         storages: list[dict[str, Any]], no_pivot: bool = False,
+                         sandbox_sysctls: dict[str, str] | None = None) -> None:
         self._rpc("CreateContainer", pb.CreateContainerRequest(
             container_id=cid, exec_id=cid, oci_spec_json=json.dumps(spec), rootfs_guest_path=rootfs_guest_path,
-            storages=[_storage(s) for s in storages], no_pivot=no_pivot), "create")
+            storages=[_storage(s) for s in storages], no_pivot=no_pivot, sandbox_sysctls=sandbox_sysctls or {}),
+            "create")
 
     def start_container(self, cid: str) -> None:
         self._rpc("StartContainer", pb.StartContainerRequest(container_id=cid), "start")

@@ -39,7 +39,6 @@ def default_oci_runtime() -> str:
 RUNC = default_oci_runtime()
 CONTAINERS_DIR = Path("/run/kata-containers")
 SHARED_DIR = CONTAINERS_DIR / "shared" / "containers"
-KERNEL_FS_TYPES = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "devtmpfs"}
 
 
 class AgentFailure(Exception):
@@ -82,40 +81,16 @@ class Container:
     cgroup: str = ""  # linux.cgroupsPath as given to the OCI runtime (under /sys/fs/cgroup)
 
 
-def rewrite_spec(spec: dict[str, Any], rootfs: str) -> dict[str, Any]:
-    """Adapt a host bundle's spec to the guest: rootfs path, namespaces, host-only settings.
-
-    The container shares the VM's network namespace (the VM is the sandbox); namespace paths name
-    host files; labels and AppArmor profiles mean nothing in the guest; bind mounts whose source is
-    not in the guest are dropped (sharing host volumes comes with the volumes work)."""
-    spec = json.loads(json.dumps(spec))
-    spec.setdefault("root", {})["path"] = rootfs
-    linux = spec.setdefault("linux", {})
-    namespaces = []
-    for ns in linux.get("namespaces", []):
-        if ns.get("type") == "network":
-            continue
-        ns = {k: v for k, v in ns.items() if k != "path"}
-        namespaces.append(ns)
-    linux["namespaces"] = namespaces
-    for key in ("mountLabel",):
-        linux.pop(key, None)
-    cgroups_path = linux.get("cgroupsPath", "")
-    if ":" in cgroups_path or not cgroups_path:
-        linux["cgroupsPath"] = "/kata/" + spec.get("_kata_id", "c")
-    spec.pop("_kata_id", None)
-    proc = spec.get("process", {})
-    for key in ("apparmorProfile", "selinuxLabel"):
-        proc.pop(key, None)
-    spec.pop("hooks", None)
-    mounts = []
-    for m in spec.get("mounts", []):
-        if m.get("type") in KERNEL_FS_TYPES or os.path.exists(m.get("source", "")):
-            mounts.append(m)
-        else:
-            log.info("dropping mount %s: source %s is not in the guest", m.get("destination"), m.get("source"))
-    spec["mounts"] = mounts
-    return spec
+def apply_sandbox_sysctls(sysctls: dict[str, str]) -> None:
+    """Write ``net.*`` sysctls to the VM's network stack (the container's: it has no other)."""
+    for key, value in sysctls.items():
+        if not key.startswith("net.") or "/" in key or ".." in key:
+            raise AgentFailure(f"sysctl {key}: not a network sysctl of the sandbox")
+        path = Path("/proc/sys") / key.replace(".", "/")
+        try:
+            path.write_text(value)
+        except OSError as e:
+            raise AgentFailure(f"sysctl {key}={value}: {e.strerror or e}") from None
 
 
 class Containers:
@@ -253,14 +228,14 @@ class Containers:
                 log.info("resize %s/%s: %s", proc.container_id, proc.exec_id, e)
 
     # -- operations ---------------------------------------------------------------------------
-    def create(self, cid: str, spec: dict[str, Any], rootfs: str, no_pivot: bool) -> None:
+    def create(self, cid: str, guest_spec: dict[str, Any], no_pivot: bool, sysctls: dict[str, str]) -> None:
+        """Create the container from a spec made for the guest by the runtime (oci/guest_spec.py)."""
         with self._lock:
             if cid in self.containers:
                 raise AgentFailure(f"container {cid} already exists in the sandbox")
+        apply_sandbox_sysctls(sysctls)
         bundle = CONTAINERS_DIR / cid
         bundle.mkdir(parents=True, exist_ok=True)
-        spec["_kata_id"] = cid
-        guest_spec = rewrite_spec(spec, rootfs)
         (bundle / "config.json").write_text(json.dumps(guest_spec))
         tty = bool(guest_spec.get("process", {}).get("terminal"))
         argv = ["create", "--bundle", str(bundle)] + (["--no-pivot"] if no_pivot else [])

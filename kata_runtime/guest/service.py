@@ -16,7 +16,7 @@ import grpc
 
 from kata_runtime import __version__
 from kata_runtime.guest.channel import ChannelServer
-from kata_runtime.guest.containers import SHARED_DIR, AgentFailure, Containers
+from kata_runtime.guest.containers import AgentFailure, Containers
 from kata_runtime.protocol.generated import agent_pb2 as pb
 from kata_runtime.protocol.generated import agent_pb2_grpc as pb_grpc
 
@@ -114,8 +114,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             for st in request.storages:
                 _mount(st.source, st.mount_point, st.fstype, list(st.options))
             spec = json.loads(request.oci_spec_json)
-            rootfs = request.rootfs_guest_path or str(SHARED_DIR / request.container_id / "rootfs")
-            self.containers.create(request.container_id, spec, rootfs, request.no_pivot)
+            self.containers.create(request.container_id, spec, request.no_pivot, dict(request.sandbox_sysctls))
             return pb.Empty()
         return self._call(context, do)
 

@@ -31,17 +31,19 @@ SHARED_FS_TAG = "kataShared"
 
 @dataclass
 class VMPaths:
-    """The files of one VM, all under its ``vm`` directory in the store."""
+    """The files of one VM: pid file and console log under its ``vm`` directory in the store,
+    sockets under ``sockets`` (a short path: unix socket paths are limited to 107 bytes)."""
 
     dir: Path
+    sockets: Path
 
     @property
     def qmp(self) -> Path:
-        return self.dir / "qmp.sock"
+        return self.sockets / "qmp.sock"
 
     @property
     def channel(self) -> Path:
-        return self.dir / "kata.sock"
+        return self.sockets / "kata.sock"
 
     @property
     def pidfile(self) -> Path:
@@ -65,10 +67,10 @@ class QemuVM:
     """A sandbox's QEMU. ``shared_dir`` is exported to the guest over virtio-9p."""
 
     def __init__(self, name: str, cfg: HypervisorConfig, vm_dir: Path, accel: str, shared_dir: Path,
-                 proc: ProcRef | None = None, ram: RamFile | None = None) -> None:
+                 proc: ProcRef | None = None, ram: RamFile | None = None, sock_dir: Path | None = None) -> None:
         self.name = name
         self.cfg = cfg
-        self.paths = VMPaths(vm_dir)
+        self.paths = VMPaths(vm_dir, sock_dir or vm_dir)
         self.accel = accel
         self.shared_dir = shared_dir
         self.proc = proc

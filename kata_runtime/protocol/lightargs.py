@@ -10,12 +10,16 @@ from __future__ import annotations
 def parse(argv: list[str], names: dict[str, str]) -> dict[str, str]:
     """Map ``--name value`` pairs; ``names`` gives each flag's default ("" = required).
 
-    Raises ValueError naming the first unknown, valueless or missing flag.
+    Everything after a ``--`` is not parsed: it is there for ``ps`` to show (kata-shim carries
+    the command of its process in the guest there). Raises ValueError naming the first unknown,
+    valueless or missing flag.
     """
     out = dict(names)
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--":
+            break
         if not arg.startswith("--"):
             raise ValueError(f"unexpected argument {arg!r}")
         key, eq, value = arg[2:].partition("=")

@@ -21,20 +21,29 @@ class CloseStdinRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
 
 class CreateContainerRequest(_message.Message):
-    __slots__ = ["container_id", "exec_id", "no_pivot", "oci_spec_json", "rootfs_guest_path", "storages"]
+    __slots__ = ["container_id", "exec_id", "no_pivot", "oci_spec_json", "rootfs_guest_path", "sandbox_sysctls", "storages"]
+    class SandboxSysctlsEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     EXEC_ID_FIELD_NUMBER: _ClassVar[int]
     NO_PIVOT_FIELD_NUMBER: _ClassVar[int]
     OCI_SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     ROOTFS_GUEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_SYSCTLS_FIELD_NUMBER: _ClassVar[int]
     STORAGES_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     exec_id: str
     no_pivot: bool
     oci_spec_json: str
     rootfs_guest_path: str
+    sandbox_sysctls: _containers.ScalarMap[str, str]
     storages: _containers.RepeatedCompositeFieldContainer[Storage]
-    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., oci_spec_json: _Optional[str] = ..., rootfs_guest_path: _Optional[str] = ..., storages: _Optional[_Iterable[_Union[Storage, _Mapping]]] = ..., no_pivot: bool = ...) -> None: ...
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., oci_spec_json: _Optional[str] = ..., rootfs_guest_path: _Optional[str] = ..., storages: _Optional[_Iterable[_Union[Storage, _Mapping]]] = ..., no_pivot: bool = ..., sandbox_sysctls: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CreateSandboxRequest(_message.Message):
     __slots__ = ["dns", "hostname", "sandbox_id", "sandbox_pidns", "storages"]

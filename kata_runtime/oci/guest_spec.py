@@ -1,0 +1,209 @@
+"""The one translation of a host bundle's spec into the spec the guest runs, as is.
+
+A container's spec is written for a host; in a VM some of it is honoured on the host, some in the
+guest, some rewritten, and what cannot be honoured is refused here, before anything is made:
+
+============================  =====================================================================
+field                         where and how
+============================  =====================================================================
+``root.path``                 host: the rootfs is bound into the sandbox's shared directory; guest:
+                              the path of that share (``root.readonly`` applied by the guest's OCI
+                              runtime)
+``mounts`` bind (dir, file)   host: the source (symlinks resolved as mount(2) does) is bound into the
+                              container's own subtree of the shared directory, read-only on the host
+                              too when ``ro``; guest: a bind mount of that share
+``mounts`` bind of a tmpfs    guest: a tmpfs of the host mount's size (docker's ``/dev/shm``: shared
+on ``/dev/shm``               memory cannot cross 9p), as Kata 1.x does
+``mounts`` kernel fs          guest, as is (proc, sysfs, tmpfs, devpts, mqueue, cgroup...)
+``mounts`` other types        refused (a host block device or filesystem cannot be mounted in a VM)
+``hooks``                     host, by the runtime (:mod:`kata_runtime.oci.hooks`)
+``linux.namespaces`` network  host: the sandbox's network namespace (``path``: the engine's; none
+                              given: one the runtime makes); guest: the VM's network stack. No
+                              network entry, or the host's own namespace, is refused: a VM cannot
+                              share the host's network stack (docker ``--net=host``)
+other namespaces              guest: new ones as asked; no entry means the VM's; a ``path`` is
+                              refused (joining another container's: pods)
+``linux.sysctl`` ``net.*``    guest: applied to the VM's network stack, which is the container's
+``linux.cgroupsPath``         guest: the same path (systemd ``slice:prefix:name`` and empty become
+                              ``/kata/<id>``)
+labels, AppArmor profile      ignored: the guest has neither (as runc on a host without them)
+============================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kata_runtime.errors import BundleError
+
+GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"
+KERNEL_FS_TYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs",
+                             "devtmpfs", "ramfs", "bpf", "debugfs", "tracefs", "fusectl", "configfs", "hugetlbfs"})
+_BIND_OPTIONS = frozenset({"bind", "rbind"})
+_IGNORED_PROCESS_KEYS = ("apparmorProfile", "selinuxLabel")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass
+class Share:
+    """A host file or directory bound into the sandbox's shared directory."""
+
+    source: str  # host path, symlinks resolved
+    target: str  # path relative to the sandbox's shared directory: "<cid>/mounts/<n>-<name>"
+    readonly: bool
+    is_dir: bool
+
+
+@dataclass
+class NetworkRequest:
+    """The sandbox's network namespace on the host: the engine's (``path``), or a new one."""
+
+    path: str | None
+
+
+@dataclass
+class GuestSpec:
+    """What :func:`translate` makes of a host spec."""
+
+    spec: dict[str, Any]  # the spec the guest's OCI runtime runs, as is
+    shares: list[Share] = field(default_factory=list)
+    hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    network: NetworkRequest = field(default_factory=lambda: NetworkRequest(None))
+    sandbox_sysctls: dict[str, str] = field(default_factory=dict)
+
+
+def guest_rootfs(cid: str) -> str:
+    return f"{GUEST_SHARED_DIR}/{cid}/rootfs"
+
+
+def _refuse(cid: str, what: str) -> BundleError:
+    return BundleError(what, container=cid, step="create")
+
+
+def _is_bind(m: dict[str, Any]) -> bool:
+    return m.get("type") == "bind" or bool(_BIND_OPTIONS & set(m.get("options") or []))
+
+
+def _tmpfs_size(path: str) -> int | None:
+    """The size in bytes of the tmpfs mounted exactly at ``path`` (None if it is not a tmpfs mount)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if left.split()[4].replace("\\040", " ") != path:
+                    continue
+                fstype = right.split()[0]
+                if fstype != "tmpfs":
+                    return None
+                st = os.statvfs(path)
+                return st.f_blocks * st.f_frsize
+    except OSError:
+        return None
+    return None
+
+
+def _network(cid: str, namespaces: list[dict[str, Any]]) -> NetworkRequest:
+    from kata_runtime.network import netns
+
+    net = [ns for ns in namespaces if ns.get("type") == "network"]
+    if not net:
+        raise _refuse(cid, "linux.namespaces: no network namespace: the container would share the host's network "
+                           "stack (docker --net=host), which a VM cannot do")
+    path = net[0].get("path") or None
+    if path is not None:
+        if not os.path.exists(path):
+            raise _refuse(cid, f"linux.namespaces: network namespace {path} does not exist")
+        if netns.is_host(path):
+            raise _refuse(cid, f"linux.namespaces: network namespace {path} is the host's: a VM cannot share "
+                               "the host's network stack")
+    return NetworkRequest(path)
+
+
+def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path) -> GuestSpec:
+    """The guest spec of container ``cid`` and what the host must do for it; raise
+    :class:`BundleError` naming the field that cannot be honoured."""
+    out = GuestSpec(spec=copy.deepcopy(spec))
+    g = out.spec
+    g.setdefault("root", {})["path"] = guest_rootfs(cid)
+    out.hooks = {k: list(v) for k, v in (g.pop("hooks", None) or {}).items() if v}
+
+    linux = g.setdefault("linux", {})
+    namespaces = list(linux.get("namespaces") or [])
+    out.network = _network(cid, namespaces)
+    guest_ns = []
+    for ns in namespaces:
+        if ns.get("type") == "network":
+            continue  # the VM's network stack is the container's
+        if ns.get("path"):
+            raise _refuse(cid, f"linux.namespaces: joining the {ns['type']} namespace {ns['path']} is not supported "
+                               "(a namespace of the host cannot be entered from a VM)")
+        guest_ns.append({"type": ns["type"]})
+    linux["namespaces"] = guest_ns
+    sysctl = dict(linux.get("sysctl") or {})
+    out.sandbox_sysctls = {k: str(v) for k, v in sysctl.items() if k.startswith("net.")}
+    rest = {k: v for k, v in sysctl.items() if not k.startswith("net.")}
+    if rest:
+        linux["sysctl"] = rest
+    else:
+        linux.pop("sysctl", None)
+    linux.pop("mountLabel", None)
+    cgroups_path = linux.get("cgroupsPath") or ""
+    if not cgroups_path or ":" in cgroups_path:
+        linux["cgroupsPath"] = f"/kata/{cid}"
+
+    process = g.get("process")
+    if isinstance(process, dict):
+        g["process"] = guest_process(process)
+
+    mounts = []
+    for i, m in enumerate(g.get("mounts") or []):
+        mounts.append(_mount(cid, i, m, bundle, out.shares))
+    g["mounts"] = mounts
+    return out
+
+
+def guest_process(process: dict[str, Any]) -> dict[str, Any]:
+    """An OCI ``process`` object (the spec's, or exec's) as the guest runs it."""
+    return {k: v for k, v in process.items() if k not in _IGNORED_PROCESS_KEYS}
+
+
+def _mount(cid: str, i: int, m: dict[str, Any], bundle: Path, shares: list[Share]) -> dict[str, Any]:
+    dest = m.get("destination", "")
+    where = f"mounts[{i}] ({dest})"
+    if not _is_bind(m):
+        fstype = m.get("type") or ""
+        if fstype in KERNEL_FS_TYPES:
+            return m
+        raise _refuse(cid, f"{where}: a {fstype or 'mount without a type'} from {m.get('source', '')!r} cannot be "
+                           "mounted in the VM (only bind mounts and kernel filesystems can)")
+    source = m.get("source") or ""
+    if not source:
+        raise _refuse(cid, f"{where}: bind mount without a source")
+    host_path = os.path.realpath(source if os.path.isabs(source) else bundle / source)
+    if not os.path.exists(host_path):
+        raise _refuse(cid, f"{where}: bind mount source {source} does not exist")
+    options = list(m.get("options") or [])
+    if dest == "/dev/shm" and os.path.isdir(host_path):
+        size = _tmpfs_size(host_path)
+        if size is not None:  # docker's shm: a tmpfs of its own in the guest, as Kata 1.x does
+            return {"destination": dest, "type": "tmpfs", "source": "shm",
+                    "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={size}"]}
+    name = _SAFE_NAME.sub("_", os.path.basename(host_path) or "root")[:40]
+    target = f"{cid}/mounts/{i}-{name}"
+    is_dir = os.path.isdir(host_path)
+    if not is_dir and not os.path.isfile(host_path):
+        raise _refuse(cid, f"{where}: bind mount source {source} is neither a file nor a directory (devices and "
+                           "sockets of the host cannot cross into the VM)")
+    shares.append(Share(source=host_path, target=target, readonly="ro" in options, is_dir=is_dir))
+    guest = dict(m)
+    guest["source"] = f"{GUEST_SHARED_DIR}/{target}"
+    guest["type"] = "bind"
+    if not _BIND_OPTIONS & set(options):
+        options.append("rbind")
+    guest["options"] = options
+    return guest
