@@ -112,6 +112,9 @@ def load_config(explicit: Path | None = None) -> Config:
     _fill(cfg.factory, data.get("factory", {}), f"{path} [factory]")
     cfg.proxy_path = str(data.get("proxy", {}).get("kata", {}).get("path", ""))
     cfg.shim_path = str(data.get("shim", {}).get("kata", {}).get("path", ""))
+    if cfg.runtime.internetworking_model not in ("tcfilter", "none"):
+        raise ConfigError(f"{path}: [runtime] internetworking_model must be tcfilter or none (macvtap is not "
+                          f"supported), not {cfg.runtime.internetworking_model!r}")
     if cfg.hypervisor.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"{path}: [hypervisor.qemu] accel must be auto, kvm or tcg")
     return cfg

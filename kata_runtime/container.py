@@ -185,6 +185,7 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
             state = hook_state(cid, "creating", shim.pid, c.bundle, c.annotations)
             for kind in CREATE_KINDS:
                 run_hooks(kind, c.hooks, state, cid, "create")
+            sandbox.connect_network()
             c.status = Status.CREATED
             sandbox.save()
             phase("container_created")

@@ -181,6 +181,55 @@ class Sandbox:
                                           f"{': ' + tail if tail else ''})", container=self.id,
                                           step="create") from None
 
+    def connect_network(self) -> None:
+        """Connect every interface of the sandbox's network namespace that is not connected yet to
+        the VM (``tcfilter``: a tap, tc redirects both ways, a hotplugged NIC with the same MAC, the
+        guest told its addresses and MTU), then the routes. Run after the prestart hooks, which is
+        when docker's veth arrives in the namespace."""
+        model = self.cfg.runtime.internetworking_model
+        if not self.rec.netns or model == "none":
+            return
+        from kata_runtime.network import tcfilter
+
+        try:
+            found, routes = tcfilter.scan(self.rec.netns)
+        except OSError as e:
+            raise KataError(f"network: cannot read the network namespace {self.rec.netns}: {e}", container=self.id,
+                            step="create") from None
+        known = {ep["name"] for ep in self.rec.endpoints}
+        vm = self.vm()
+        for ep in found:
+            if ep.name in known:
+                continue
+            used = {e["index"] for e in self.rec.endpoints}
+            ep.index = next(i for i in range(len(used) + 1) if i not in used)
+            ep.tap = f"tap{ep.index}{tcfilter.TAP_SUFFIX}"
+            self.rec.endpoints.append(ep.to_json())
+            self.save()  # first: destroy() must find the tap whatever happens next
+            try:
+                tcfilter.attach(self.rec.netns, ep)
+            except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
+                raise KataError(f"network: cannot connect {ep.name} to the VM: {e}", container=self.id,
+                                step="create") from None
+            vm.hotplug_nic(ep.index, ep.tap, ep.mac)
+            self.agent().update_interface(ep.name, ep.mac, ep.mtu,
+                                          [(a.address, a.prefix, a.family) for a in ep.addresses])
+            phase("network_connected")
+        if found:
+            self.agent().update_routes([vars(r) for r in routes])
+
+    def _disconnect_network(self, errors: list[str]) -> None:
+        """Remove our taps and tc filters from the namespace (after QEMU let go of the taps)."""
+        if not self.rec.endpoints or not self.rec.netns or not os.path.exists(self.rec.netns):
+            return
+        from kata_runtime.network import tcfilter
+
+        for d in self.rec.endpoints:
+            try:
+                tcfilter.detach(self.rec.netns, tcfilter.Endpoint.from_json(d))
+            except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
+                errors.append(f"cannot remove {d.get('tap')} from {self.rec.netns}: {e}")
+
     def share_rootfs(self, cid: str, rootfs: Path, readonly: bool) -> tuple[str, str]:
         """Bind the container's rootfs into the shared directory: (host mount, guest path)."""
         target = self.shared_dir / cid / "rootfs"
@@ -226,6 +275,8 @@ class Sandbox:
         except HypervisorError as e:
             errors.append(str(e))
         daemons.kill(self.rec.proxy)
+        if not vm.alive():
+            self._disconnect_network(errors)
         shared = str(self.shared_dir)
         try:
             for point in mounts.mounted_under(shared):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,9 +25,24 @@ def our_leftovers(marker: str = "") -> list[str]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             point = line.split()[4]
-            if point.startswith(("/run/kata-containers", "/run/vc")) and (not marker or marker in point):
+            if point.startswith(("/run/kata-containers", "/run/vc", "/run/netns/kata-")) and \
+                    (not marker or marker in point):
                 out.append("mount: " + point)
+    if not marker:
+        for d, pattern in ((Path("/run/netns"), "kata-*"), (Path("/run/vc/sock"), "*")):
+            out += [f"file: {p}" for p in sorted(d.glob(pattern))]
     return out
+
+
+def sandbox_leftovers(root: Path, cid: str) -> list[str]:
+    """What of sandbox ``cid`` under ``root`` is left on the host: state, sockets, network
+    namespace, shared directory."""
+    from kata_runtime.store import SandboxStore
+
+    store = SandboxStore(root)
+    paths = [store.sandbox_dir(cid), store.vm_dir(cid), store.socket_dir(cid),
+             Path("/run/netns") / f"kata-{store.digest(cid)}", Path("/run/kata-containers/shared/sandboxes") / cid]
+    return [f"{p} of {cid}" for p in paths if p.exists() or p.is_symlink()]
 
 
 @pytest.fixture(scope="session", autouse=True)

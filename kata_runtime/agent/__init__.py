@@ -45,6 +45,13 @@ class AgentClient(Protocol):
 
     def resume_container(self, cid: str) -> None: ...
 
+    def update_interface(self, name: str, mac: str, mtu: int, addresses: list[tuple[str, int, int]]) -> None:
+        """Make the guest's NIC with ``mac`` the twin of host interface ``name`` (addresses are
+        ``(address, prefix, family)``)."""
+
+    def update_routes(self, routes: list[dict[str, Any]]) -> None:
+        """Add routes (``dest`` "" = default, ``gateway``, ``device``, ``source``, ``scope``)."""
+
     def refresh_clone(self, now: float, entropy: bytes) -> None:
         """A VM cloned from a template: set the guest's clock to ``now`` and mix in ``entropy``."""
 

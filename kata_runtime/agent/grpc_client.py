@@ -108,6 +108,16 @@ class GrpcAgentClient:
     def resume_container(self, cid: str) -> None:
         self._rpc("ResumeContainer", pb.ResumeContainerRequest(container_id=cid), "resume")
 
+    def update_interface(self, name: str, mac: str, mtu: int, addresses: list[tuple[str, int, int]]) -> None:
+        self._rpc("UpdateInterface", pb.UpdateInterfaceRequest(interface=pb.Interface(
+            name=name, hw_addr=mac, mtu=mtu,
+            ip_addresses=[pb.IPAddress(address=a, prefix_length=p, family=f) for a, p, f in addresses])), "create")
+
+    def update_routes(self, routes: list[dict[str, Any]]) -> None:
+        self._rpc("UpdateRoutes", pb.UpdateRoutesRequest(routes=pb.Routes(routes=[
+            pb.Route(dest=r["dest"], gateway=r["gateway"], device=r["device"], source=r["source"], scope=r["scope"])
+            for r in routes])), "create")
+
     def refresh_clone(self, now: float, entropy: bytes) -> None:
         sec = int(now)
         self._rpc("SetGuestDateTime", pb.SetGuestDateTimeRequest(sec=sec, usec=int((now - sec) * 1e6)), "create")

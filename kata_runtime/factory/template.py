@@ -24,7 +24,7 @@ from typing import Any
 from kata_runtime import daemons
 from kata_runtime.config import Config
 from kata_runtime.errors import AgentError, KataError
-from kata_runtime.hypervisor.qemu import QemuVM, RamFile
+from kata_runtime.hypervisor.qemu import DEVICE_LAYOUT, QemuVM, RamFile
 
 
 @dataclass
@@ -64,7 +64,7 @@ def fingerprint(cfg: Config, accel: str) -> dict[str, Any]:
         except OSError:
             files[key] = [path, None, None]
     hv.pop("enable_debug", None)
-    return {"accel": accel, "hypervisor": hv, "files": files}
+    return {"accel": accel, "hypervisor": hv, "files": files, "devices": DEVICE_LAYOUT}
 
 
 def paths(cfg: Config) -> TemplatePaths:

@@ -177,6 +177,27 @@ class AgentService(pb_grpc.AgentServiceServicer):
             return pb.Empty()
         return self._call(context, do)
 
+    # -- network --------------------------------------------------------------------------------------
+    def UpdateInterface(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            from kata_runtime.guest import network
+
+            iface = request.interface
+            network.update_interface(self.containers.reaper, iface.name, iface.hw_addr, int(iface.mtu),
+                                     [(a.address, int(a.prefix_length)) for a in iface.ip_addresses])
+            return iface
+        return self._call(context, do)
+
+    def UpdateRoutes(self, request: Any, context: Any) -> Any:
+        def do() -> Any:
+            from kata_runtime.guest import network
+
+            network.update_routes(self.containers.reaper, [
+                {"dest": r.dest, "gateway": r.gateway, "device": r.device, "source": r.source, "scope": r.scope}
+                for r in request.routes.routes])
+            return request.routes
+        return self._call(context, do)
+
     # -- health -------------------------------------------------------------------------------------
     def Check(self, request: Any, context: Any) -> Any:
         return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)

@@ -18,4 +18,9 @@ class Hypervisor(Protocol):
 
     def pause(self) -> None: ...
 
+    def hotplug_nic(self, index: int, tap: str, mac: str) -> None:
+        """Plug a NIC with MAC ``mac`` backed by tap device ``tap`` into slot ``index``."""
+
+    def unplug_nic(self, index: int) -> None: ...
+
     def resume(self) -> None: ...

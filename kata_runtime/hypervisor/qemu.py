@@ -27,6 +27,10 @@ FAST_BOOT_PARAMS = (
 )
 AGENT_PORT_NAME = "agent.channel.0"
 SHARED_FS_TAG = "kataShared"
+# PCIe root ports left free for hotplugged NICs (q35 cannot hotplug onto its root bus). A VM
+# template records this layout: a clone must have the very devices of its template.
+HOTPLUG_PORTS = 4
+DEVICE_LAYOUT = 2  # bump when the devices of argv() change
 
 
 @dataclass
@@ -107,6 +111,9 @@ class QemuVM:
             "-device", "virtio-rng-pci",
             "-daemonize", "-pidfile", str(p.pidfile),
         ]
+        if self._pcie:
+            for i in range(HOTPLUG_PORTS):
+                argv += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},slot={i + 1}"]
         if c.initrd:
             argv += ["-initrd", c.initrd]
         if c.image:
@@ -121,6 +128,10 @@ class QemuVM:
             if self.ram.clone:
                 argv += ["-S", "-incoming", "defer"]
         return argv
+
+    @property
+    def _pcie(self) -> bool:
+        return "q35" in self.cfg.machine_type
 
     def check_files(self, config_source: str = "") -> None:
         """Fail early, in words, when a file the VM needs is missing."""
@@ -218,6 +229,31 @@ class QemuVM:
         self._qmp(("migrate-set-capabilities", {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}),
                   ("migrate-incoming", {"uri": f"exec:cat {state}"}), wait_status="restore")
         self._qmp(("cont", {}))
+
+    def hotplug_nic(self, index: int, tap: str, mac: str) -> None:
+        """Plug a virtio-net NIC backed by tap ``tap`` (opened by name: QEMU runs in the tap's
+        network namespace) into hotplug slot ``index``."""
+        if not 0 <= index < HOTPLUG_PORTS:
+            raise HypervisorError(f"no free hotplug slot for a network interface (at most {HOTPLUG_PORTS})")
+        device: dict[str, Any] = {"driver": "virtio-net-pci", "id": f"nic{index}", "netdev": f"net{index}", "mac": mac}
+        if self._pcie:
+            device["bus"] = f"rp{index}"
+        try:
+            self._qmp(("netdev_add", {"type": "tap", "id": f"net{index}", "ifname": tap, "script": "no",
+                                      "downscript": "no"}),
+                      ("device_add", device))
+        except HypervisorError:
+            raise
+        except Exception as e:  # noqa: BLE001 - QMP transport errors
+            raise HypervisorError(f"QMP hotplug of {tap} failed: {e}") from None
+
+    def unplug_nic(self, index: int) -> None:
+        """Ask the guest to release hotplug slot ``index`` and drop its tap backend."""
+        try:
+            self._qmp(("device_del", {"id": f"nic{index}"}))
+            self._qmp(("netdev_del", {"id": f"net{index}"}))
+        except Exception as e:  # noqa: BLE001
+            raise HypervisorError(f"QMP unplug of nic{index} failed: {e}") from None
 
     def pause(self) -> None:
         try:

@@ -48,9 +48,9 @@ def run_hook(kind: str, index: int, hook: dict[str, Any], state: dict[str, Any],
     timeout = hook.get("timeout")
     what = f"error running {kind} hook #{index} ({path})"
     try:
-        proc = subprocess.run(args, executable=path, input=json.dumps(state, separators=(",", ":")).encode(), capture_output=True,
-                              env=env, timeout=timeout if timeout else None, cwd=state.get("bundle") or "/",
-                              close_fds=True)
+        stdin = json.dumps(state, separators=(",", ":")).encode()  # as Go marshals it
+        proc = subprocess.run(args, executable=path, input=stdin, capture_output=True, env=env,
+                              timeout=timeout if timeout else None, cwd=state.get("bundle") or "/", close_fds=True)
     except subprocess.TimeoutExpired:
         raise HookError(f"{what}: timeout after {timeout} seconds", container=cid, step=step) from None
     except OSError as e:

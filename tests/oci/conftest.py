@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import our_leftovers
+from tests.conftest import our_leftovers, sandbox_leftovers
 
 KATA = str(Path(sys.executable).with_name("kata-runtime"))
 BUSYBOX = "/bin/busybox"
@@ -174,11 +174,7 @@ def nothing_left(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Non
             subprocess.run([KATA, "--root", str(root), "delete", "--force", i], capture_output=True)
     left: list[str] = []
     for i in ids:
-        left += our_leftovers(i)
-        if (root / "sbs" / i).exists() or (root / "vm" / i).exists():
-            left.append(f"state directory of {i}")
-        if Path(f"/run/kata-containers/shared/sandboxes/{i}").exists():
-            left.append(f"shared directory of {i}")
+        left += our_leftovers(i) + sandbox_leftovers(root, i)
     assert not left, "left behind:\n" + "\n".join(left)
 
 

@@ -1,0 +1,124 @@
+"""The container in its VM is on the namespace's network (tcfilter: veth <-> tap), with real VMs.
+
+The test makes its own namespace and veth pairs, in address ranges of its own (10.251-10.253.x),
+and never sends traffic anywhere but between this host's namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.oci.conftest import Kata
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace with veth ``eth0`` (10.251.N.2/24, MTU 1400, default route via the host
+    end 10.251.N.1) and a spare veth pair ``kspare-<n>``/``eth1`` (10.252.N.x) left on the host for a
+    prestart hook to move in, as docker's does."""
+    name = "ktest-" + uuid.uuid4().hex[:8]
+    n = int(name[-2:], 16) % 200 + 20
+    host, spare = f"kh{name[-6:]}", f"ks{name[-6:]}"
+    ip("netns", "add", name)
+    try:
+        ip("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", name)
+        ip("addr", "add", f"10.251.{n}.1/24", "dev", host)
+        ip("link", "set", host, "up")
+        ip("-n", name, "addr", "add", f"10.251.{n}.2/24", "dev", "eth0")
+        ip("-n", name, "link", "set", "eth0", "mtu", "1400", "up")
+        ip("-n", name, "route", "add", "default", "via", f"10.251.{n}.1")
+        ip("link", "add", spare, "type", "veth", "peer", "name", f"{spare}p")
+        ip("addr", "add", f"10.252.{n}.1/24", "dev", spare)
+        ip("link", "set", spare, "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", host], capture_output=True)
+        subprocess.run(["ip", "link", "del", spare], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = b"hello from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_guest_is_the_veths_twin_and_talks_both_ways(kata: Kata, cid: str, tmp_path: Path, netns: str,
+                                                     bundle: Callable[..., Path]) -> None:
+    n = int(netns[-2:], 16) % 200 + 20
+    spare = f"ks{netns[-6:]}"
+    server = ThreadingHTTPServer((f"10.251.{n}.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    hook = tmp_path / "move-veth.sh"  # what docker's libnetwork-setkey does, through the state's pid
+    hook.write_text(f"""#!/bin/sh
+pid=$(sed 's/.*"pid":\\([0-9]*\\).*/\\1/')
+ip link set {spare}p netns "$pid"
+nsenter --net=/proc/$pid/ns/net sh -c 'ip link set {spare}p name eth1 && \
+ip addr add 10.252.{n}.2/24 dev eth1 && ip link set eth1 up && ip route add 10.253.{n}.0/24 via 10.252.{n}.1'
+""")
+    hook.chmod(0o755)
+    script = (f"cat /sys/class/net/eth0/address /sys/class/net/eth0/mtu; ip -o -4 addr show | sort; ip route; "
+              f"wget -q -O - http://10.251.{n}.1:{port}/; echo served > /www/index.html; "
+              f"httpd -p 8080 -h /www; echo ready; sleep 60")
+    b = bundle(["sh", "-c", script])
+    spec = json.loads((b / "config.json").read_text())
+    for ns in spec["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = f"/run/netns/{netns}"
+    spec["hooks"] = {"prestart": [{"path": str(hook)}]}
+    spec["mounts"].append({"destination": "/www", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]})
+    (b / "config.json").write_text(json.dumps(spec))
+    mac = ip("-n", netns, "-o", "link", "show", "eth0").split("link/ether ")[1].split()[0]
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        run = subprocess.Popen(kata.argv("run", "--bundle", str(b), cid), stdin=subprocess.DEVNULL, stdout=f,
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while b"ready" not in out.read_bytes():
+            assert run.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        # the host reaches a server in the container (host end of eth0's veth -> VM)
+        with urllib.request.urlopen(f"http://10.251.{n}.2:8080/", timeout=10) as r:
+            assert r.read() == b"served\n"
+        lines = out.read_text().splitlines()
+        assert lines[:2] == [mac, "1400"]  # the guest's eth0 has the veth's MAC and MTU
+        assert [line.split()[1:4] for line in lines[2:5]] == [
+            ["eth0", "inet", f"10.251.{n}.2/24"], ["eth1", "inet", f"10.252.{n}.2/24"], ["lo", "inet", "127.0.0.1/8"]]
+        routes = "\n".join(lines[5:])
+        assert f"default via 10.251.{n}.1 dev eth0" in routes
+        assert f"10.253.{n}.0/24 via 10.252.{n}.1 dev eth1" in routes  # moved in by the prestart hook
+        assert "hello from the host" in lines  # and the container reaches a server on the host
+        taps = ip("-n", netns, "-o", "link", "show")
+        assert "tap0_kata" in taps and "tap1_kata" in taps
+    finally:
+        kata("kill", cid, "KILL")
+        run.wait(timeout=60)
+        server.shutdown()
+    assert "_kata" not in ip("-n", netns, "-o", "link", "show")
+    assert "ingress" not in subprocess.run(["tc", "-n", netns, "qdisc", "show"], capture_output=True,
+                                           text=True).stdout
+    assert os.path.exists(f"/run/netns/{netns}")  # the engine's namespace is the engine's to remove
