@@ -123,7 +123,13 @@ class _Interrupted(KataError):
 @contextlib.contextmanager
 def _interruptible(cid: str, step: str) -> Iterator[None]:
     """Turn termination signals into an exception, so that the undo path runs."""
+    owner = os.getpid()
+
     def handler(signo: int, _frame: Any) -> None:
+        if os.getpid() != owner:  # a forked child (a library's helper) is not the one creating
+            _signal.signal(signo, _signal.SIG_DFL)
+            os.kill(os.getpid(), signo)
+            return
         raise _Interrupted(f"interrupted by signal {_signal.Signals(signo).name}", container=cid, step=step)
 
     old = {s: _signal.signal(s, handler) for s in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)}

@@ -9,9 +9,13 @@ disconnected, never by the other commands.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from kata_runtime.network import netns
 
 TAP_SUFFIX = "_kata"
 _ETH_P_ALL = 0x0003
@@ -57,10 +61,16 @@ class Route:
     scope: int
 
 
-def _ipr(netns_path: str) -> Any:
+@contextlib.contextmanager
+def _ipr(netns_path: str) -> Iterator[Any]:
+    """An rtnetlink connection in the namespace, with this thread in it for the whole block (a tap
+    is made with an ioctl on /dev/net/tun, in the caller's namespace). pyroute2's own ``netns=``
+    forks a helper that it ends with SIGTERM: a fork of the runtime, which must never run the
+    runtime's signal handlers or its undo path."""
     from pyroute2 import IPRoute
 
-    return IPRoute(netns=netns_path)
+    with netns.entered(netns_path), IPRoute() as ipr:
+        yield ipr
 
 
 def _kind(link: Any) -> str:

@@ -106,7 +106,7 @@ ip addr add 10.252.{n}.2/24 dev eth1 && ip link set eth1 up && ip route add 10.2
             assert r.read() == b"served\n"
         lines = out.read_text().splitlines()
         assert lines[:2] == [mac, "1400"]  # the guest's eth0 has the veth's MAC and MTU
-        assert [line.split()[1:4] for line in lines[2:5]] == [
+        assert sorted(line.split()[1:4] for line in lines[2:5]) == [
             ["eth0", "inet", f"10.251.{n}.2/24"], ["eth1", "inet", f"10.252.{n}.2/24"], ["lo", "inet", "127.0.0.1/8"]]
         routes = "\n".join(lines[5:])
         assert f"default via 10.251.{n}.1 dev eth0" in routes
