@@ -6,6 +6,7 @@ and never sends traffic anywhere but between this host's namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -122,3 +123,60 @@ ip addr add 10.252.{n}.2/24 dev eth1 && ip link set eth1 up && ip route add 10.2
     assert "ingress" not in subprocess.run(["tc", "-n", netns, "qdisc", "show"], capture_output=True,
                                            text=True).stdout
     assert os.path.exists(f"/run/netns/{netns}")  # the engine's namespace is the engine's to remove
+
+
+def _cni(command: str, netns_path: str, container: str, conf: dict[str, Any]) -> dict[str, Any]:
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": netns_path, "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/usr/lib/cni", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    p = subprocess.run([f"/usr/lib/cni/{conf['type']}"], input=json.dumps(conf).encode(), env=env,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout) if p.stdout.strip() else {}
+
+
+def test_cni_bridge_network(kata: Kata, cid: str, tmp_path: Path, bundle: Callable[..., Path]) -> None:
+    """As containerd's CRI does: CNI bridge + host-local on a namespace, then the runtime in it."""
+    tag = uuid.uuid4().hex[:6]
+    n = int(tag[:2], 16) % 200 + 20
+    conf = {"cniVersion": "0.4.0", "name": f"kt{tag}", "type": "bridge", "bridge": f"kcni{tag}", "isGateway": True,
+            "ipMasq": False, "ipam": {"type": "host-local", "subnet": f"10.254.{n}.0/24",
+                                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp_path / "ipam")}}
+    names = [f"kcni-{tag}-a", f"kcni-{tag}-b"]
+    for name in names:
+        ip("netns", "add", name)
+    server = None
+    try:
+        ours = _cni("ADD", f"/run/netns/{names[0]}", f"{cid}-a", conf)["ips"][0]["address"]
+        other = _cni("ADD", f"/run/netns/{names[1]}", f"{cid}-b", conf)["ips"][0]["address"].split("/")[0]
+        gateway = f"10.254.{n}.1"
+        (tmp_path / "www").mkdir()
+        (tmp_path / "www" / "index.html").write_text("the other pod\n")
+        subprocess.run(["ip", "netns", "exec", names[1], "ip", "link", "set", "lo", "up"], check=True)
+        neighbour = subprocess.Popen(["ip", "netns", "exec", names[1], "busybox", "httpd", "-f", "-p", f"{other}:80",
+                                      "-h", str(tmp_path / "www")])
+        server = ThreadingHTTPServer((gateway, 0), _Hello)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        script = (f"ip -o -4 addr show dev eth0; ip route; wget -q -O - http://{gateway}:{server.server_address[1]}/;"
+                  f" wget -q -O - http://{other}/")
+        b = bundle(["sh", "-c", script])
+        spec = json.loads((b / "config.json").read_text())
+        for ns in spec["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = f"/run/netns/{names[0]}"
+        (b / "config.json").write_text(json.dumps(spec))
+        r = kata("run", "--bundle", str(b), cid)
+        neighbour.kill()
+        neighbour.wait()
+        assert r.rc == 0, r.err
+        lines = [line.strip() for line in r.out.splitlines()]
+        assert lines[0].split()[1:4] == ["eth0", "inet", ours]  # the CNI-assigned address
+        assert f"default via {gateway} dev eth0" in lines
+        assert lines[-2:] == ["hello from the host", "the other pod"]  # the gateway, and a neighbour
+    finally:
+        if server is not None:
+            server.shutdown()
+        for i, name in enumerate(names):
+            with contextlib.suppress(AssertionError):
+                _cni("DEL", f"/run/netns/{name}", f"{cid}-{'ab'[i]}", conf)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"kcni{tag}"], capture_output=True)
