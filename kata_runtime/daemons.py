@@ -86,7 +86,7 @@ def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool
     rfd, wfd = os.pipe()
     argv = _program("kata-shim", configured) + [
         "--container", container, "--exec", exec_id, "--proxy", str(proxy_socket), "--ready-fd", str(wfd),
-        "--tty", "1" if tty else "0"]
+        "--tty", "1" if tty else "0", "--detached", "1" if detach else "0"]
     if command:
         argv += ["--", *(a.replace("\0", " ") for a in command)]
     try:

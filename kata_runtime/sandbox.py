@@ -295,11 +295,20 @@ class Sandbox:
 
 
 def _remove_empty_tree(top: Path) -> None:
-    """Remove a directory tree of empty directories only: if a bind mount of a container's rootfs
-    is still there, its files must never be deleted through it."""
+    """Remove a tree of empty directories and of the empty files that were the targets of single
+    file bind mounts, only once nothing is mounted under it: the files of a container's rootfs or
+    volume must never be deleted through a mount that is still there."""
     if not top.is_dir() or mounts.mounted_under(str(top)):
         return
-    for dirpath, _dirs, _files in os.walk(top, topdown=False):
+    for dirpath, _dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+                if st.st_size == 0 and os.path.isfile(path) and not os.path.islink(path):
+                    os.unlink(path)
+            except OSError:
+                pass
         try:
             os.rmdir(dirpath)
         except OSError:

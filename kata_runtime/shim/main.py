@@ -244,7 +244,8 @@ class Shim:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = lightargs.parse(sys.argv[1:] if argv is None else argv,
-                               {"container": "", "exec": "", "proxy": "", "ready-fd": "-1", "tty": "0"})
+                               {"container": "", "exec": "", "proxy": "", "ready-fd": "-1", "tty": "0",
+                                "detached": "0"})
     except ValueError as e:
         sys.stderr.write(f"kata-shim: {e}\n")
         return 2
@@ -267,12 +268,31 @@ def main(argv: list[str] | None = None) -> int:
     if ready_fd >= 0:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
+    launcher = os.getppid()
     restore = _setup_terminal(0) if tty else None
     try:
-        return shim.serve(early)
+        status = shim.serve(early)
     finally:
         if restore is not None:
             restore()
+    if args["detached"] == "1":
+        _outlive_launcher(launcher)
+    return status
+
+
+def _outlive_launcher(launcher: int, settle: float = 0.1, limit: float = 10.0) -> None:
+    """Do not exit before the kata-runtime that started us has exited, and a moment more.
+
+    An engine learns our pid from the pid file once kata-runtime exits, and takes our exit from its
+    subreaper; containerd 1.6's shims drop an exit whose pid they do not know yet (a quick
+    ``docker exec ID true`` would hang for ever). So a process that ends that early waits until we
+    are reparented, then ``settle`` seconds for the engine to register the pid."""
+    waited = 0.0
+    while os.getppid() == launcher and waited < limit:
+        select.select([], [], [], 0.01)
+        waited += 0.01
+    if waited:
+        select.select([], [], [], settle)
 
 
 def _setup_terminal(fd: int) -> Callable[[], None] | None:
