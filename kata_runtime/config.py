@@ -51,6 +51,12 @@ class RuntimeConfig:
 
 
 @dataclass
+class NetmonConfig:
+    enable_netmon: bool = False  # follow interfaces added to or removed from a running sandbox's namespace
+    path: str = ""  # empty: the kata-netmon shipped in this package
+
+
+@dataclass
 class FactoryConfig:
     enable_template: bool = False
     template_path: str = "/run/vc/vm/template"
@@ -62,6 +68,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     factory: FactoryConfig = field(default_factory=FactoryConfig)
+    netmon: NetmonConfig = field(default_factory=NetmonConfig)
     proxy_path: str = ""  # empty: the kata-proxy shipped in this package
     shim_path: str = ""  # empty: the kata-shim shipped in this package
     source: str = ""  # the file this was loaded from ("" = built-in defaults)
@@ -110,6 +117,7 @@ def load_config(explicit: Path | None = None) -> Config:
     _fill(cfg.agent, data.get("agent", {}).get("kata", {}), f"{path} [agent.kata]")
     _fill(cfg.runtime, data.get("runtime", {}), f"{path} [runtime]")
     _fill(cfg.factory, data.get("factory", {}), f"{path} [factory]")
+    _fill(cfg.netmon, data.get("netmon", {}), f"{path} [netmon]")
     cfg.proxy_path = str(data.get("proxy", {}).get("kata", {}).get("path", ""))
     cfg.shim_path = str(data.get("shim", {}).get("kata", {}).get("path", ""))
     if cfg.runtime.internetworking_model not in ("tcfilter", "none"):

@@ -192,6 +192,7 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
             for kind in CREATE_KINDS:
                 run_hooks(kind, c.hooks, state, cid, "create")
             sandbox.connect_network()
+            sandbox.start_netmon(_runtime_path(), str(ctx.opts.kata_config or ""))
             c.status = Status.CREATED
             sandbox.save()
             phase("container_created")
@@ -206,6 +207,32 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
         if isinstance(e, KataError) and e.container is None:
             e.container, e.step = cid, "create"
         raise
+
+
+def _runtime_path() -> str:
+    """This kata-runtime, for the helpers that call it back (kata-netmon)."""
+    import shutil
+    import sys
+
+    me = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return me if me and os.access(me, os.X_OK) else (shutil.which("kata-runtime") or "kata-runtime")
+
+
+def network_sync(opts: RuntimeOptions, cid: str) -> list[str]:
+    """Make the VM's network follow the sandbox's namespace again (what kata-netmon asks for):
+    returns the interfaces connected now."""
+    ctx = _Context(opts)
+    with _locked_container(ctx, cid, "kata-network") as (rec, c):
+        if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
+            raise InvalidState("container not running", container=cid, step="kata-network")
+        return ctx.sandbox(rec).connect_network()
+
+
+def network_interfaces(opts: RuntimeOptions, cid: str) -> list[dict[str, Any]]:
+    """The interfaces of the sandbox's namespace that are connected to the VM (name, MAC, MTU,
+    addresses, tap)."""
+    rec, _c = _load_container(SandboxStore(opts.root), cid, "kata-network")
+    return [dict(e) for e in rec.endpoints]
 
 
 def _check_terminal_flags(cid: str, step: str, tty: bool, console_socket: Path | None, detach: bool) -> None:

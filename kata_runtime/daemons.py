@@ -68,6 +68,34 @@ def start_proxy(sandbox: str, channel: Path, listen: Path, log: Path, configured
     return ProcRef.of(proc.pid)
 
 
+def start_netmon(sandbox: str, netns: str, runtime: str, root: Path, config: str, watch_pid: int, log: Path,
+                 configured: str = "") -> ProcRef:
+    """Start kata-netmon in the sandbox's network namespace; returns once it listens."""
+    from kata_runtime.network import netns as _netns
+
+    rfd, wfd = os.pipe()
+    argv = _program("kata-netmon", configured) + [
+        "--runtime", runtime, "--root", str(root), "--sandbox", sandbox, "--watch-pid", str(watch_pid),
+        "--config", config or "-", "--ready-fd", str(wfd)]
+    try:
+        with open(log, "ab") as logf, _netns.entered(netns):
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(wfd,),
+                                    start_new_session=True, cwd="/")
+        os.close(wfd)
+        wfd = -1
+        problem = _wait_ready(rfd, proc, 10.0)
+    except OSError as e:
+        raise ProxyError(f"cannot start kata-netmon: {e}", container=sandbox, step="create") from None
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+    if problem:
+        kill(ProcRef.of(proc.pid))
+        raise ProxyError(f"kata-netmon {problem}", container=sandbox, step="create")
+    return ProcRef.of(proc.pid)
+
+
 def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool, tty: bool = False,
                terminal_fd: int | None = None, configured: str = "", step: str = "create",
                netns: str = "", command: list[str] | None = None) -> subprocess.Popen[bytes]:

@@ -181,14 +181,15 @@ class Sandbox:
                                           f"{': ' + tail if tail else ''})", container=self.id,
                                           step="create") from None
 
-    def connect_network(self) -> None:
-        """Connect every interface of the sandbox's network namespace that is not connected yet to
-        the VM (``tcfilter``: a tap, tc redirects both ways, a hotplugged NIC with the same MAC, the
-        guest told its addresses and MTU), then the routes. Run after the prestart hooks, which is
-        when docker's veth arrives in the namespace."""
+    def connect_network(self) -> list[str]:
+        """Follow the sandbox's network namespace: connect every interface there that is not
+        connected yet (``tcfilter``: a tap, tc redirects both ways, a hotplugged NIC with the same
+        MAC, the guest told its addresses and MTU), disconnect the ones that went, then set the
+        routes. Run after the prestart hooks (when docker's veth arrives) and by ``kata-network
+        sync`` (kata-netmon: ``docker network connect``). Returns the interfaces connected now."""
         model = self.cfg.runtime.internetworking_model
         if not self.rec.netns or model == "none":
-            return
+            return []
         from kata_runtime.network import tcfilter
 
         try:
@@ -196,8 +197,21 @@ class Sandbox:
         except OSError as e:
             raise KataError(f"network: cannot read the network namespace {self.rec.netns}: {e}", container=self.id,
                             step="create") from None
-        known = {ep["name"] for ep in self.rec.endpoints}
         vm = self.vm()
+        present = {ep.name: ep for ep in found}
+        for d in list(self.rec.endpoints):
+            ep = tcfilter.Endpoint.from_json(d)
+            if present.get(ep.name) is not None and present[ep.name].mac == ep.mac:
+                continue
+            vm.unplug_nic(ep.index)  # the engine took its interface away: so goes the guest's
+            try:
+                tcfilter.detach(self.rec.netns, ep)
+            except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
+                log.warning("sandbox %s: removing %s: %s", self.id, ep.tap, e)
+            self.rec.endpoints.remove(d)
+            self.save()
+        known = {ep["name"] for ep in self.rec.endpoints}
+        connected = []
         for ep in found:
             if ep.name in known:
                 continue
@@ -214,9 +228,21 @@ class Sandbox:
             vm.hotplug_nic(ep.index, ep.tap, ep.mac)
             self.agent().update_interface(ep.name, ep.mac, ep.mtu,
                                           [(a.address, a.prefix, a.family) for a in ep.addresses])
+            connected.append(ep.name)
             phase("network_connected")
         if found:
             self.agent().update_routes([vars(r) for r in routes])
+        return connected
+
+    def start_netmon(self, runtime: str, config: str) -> None:
+        """With ``[netmon] enable_netmon``: kata-netmon follows the namespace from now on."""
+        if not self.cfg.netmon.enable_netmon or not self.rec.netns or self.rec.qemu is None or \
+                self.cfg.runtime.internetworking_model == "none":
+            return
+        self.rec.netmon = daemons.start_netmon(self.id, self.rec.netns, runtime, self.store.root, config,
+                                               self.rec.qemu.pid, self.store.vm_dir(self.id) / "netmon.log",
+                                               self.cfg.netmon.path)
+        self.save()
 
     def _disconnect_network(self, errors: list[str]) -> None:
         """Remove our taps and tc filters from the namespace (after QEMU let go of the taps)."""
@@ -267,6 +293,7 @@ class Sandbox:
         if self._agent is not None:
             self._agent.close()
             self._agent = None
+        daemons.kill(self.rec.netmon)
         for c in self.rec.containers.values():
             for ref in [c.shim, *(e.shim for e in c.execs.values())]:
                 daemons.kill(ref, graceful=False)

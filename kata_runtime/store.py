@@ -98,6 +98,7 @@ class SandboxRecord:
     netns: str = ""  # the sandbox's network namespace on the host ("" before it is known)
     netns_owned: bool = False  # made by us (and so removed by us), not the engine's
     endpoints: list[dict[str, Any]] = field(default_factory=list)  # network.tcfilter.Endpoint, as JSON
+    netmon: ProcRef | None = None
     containers: dict[str, ContainerRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -117,6 +118,7 @@ class SandboxRecord:
             c["execs"] = {k: ExecRecord(v["id"], ref(v.get("shim"))) for k, v in c.get("execs", {}).items()}
             containers[cid] = ContainerRecord(**c)
         return cls(id=d["id"], accel=d.get("accel", ""), qemu=ref(d.get("qemu")), proxy=ref(d.get("proxy")),
+                   netmon=ref(d.get("netmon")),
                    shared_dir=d.get("shared_dir", ""), netns=d.get("netns", ""),
                    netns_owned=bool(d.get("netns_owned", False)), endpoints=list(d.get("endpoints", [])),
                    containers=containers)

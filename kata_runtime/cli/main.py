@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "factory": ("kata_runtime.cli.factory:factory", "manage VM templates (factory)"),
     "kata-check": ("kata_runtime.cli.kata:kata_check", "tests if system can run Kata Containers"),
     "kata-env": ("kata_runtime.cli.kata:kata_env", "display settings"),
+    "kata-network": ("kata_runtime.cli.network:kata_network", "manage the network of a running sandbox"),
     "version": ("kata_runtime.cli.version:version", "print the version"),
 }
 

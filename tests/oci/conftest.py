@@ -123,7 +123,7 @@ def _toml(data: dict, prefix: str = "") -> list[str]:
 
 def config_with(tmp_path: Path, **changes: object) -> Path:
     """The installed configuration with some [hypervisor.qemu] keys replaced (``agent_*``: [agent.kata],
-    ``factory_*``: [factory])."""
+    ``factory_*``: [factory], ``netmon_*``: [netmon])."""
     import tomllib
 
     data = tomllib.loads(INSTALLED_CONFIG.read_text())
@@ -132,6 +132,8 @@ def config_with(tmp_path: Path, **changes: object) -> Path:
             data.setdefault("agent", {}).setdefault("kata", {})[k[6:]] = v
         elif k.startswith("factory_"):
             data.setdefault("factory", {})[k[8:]] = v
+        elif k.startswith("netmon_"):
+            data.setdefault("netmon", {})[k[7:]] = v
         else:
             data.setdefault("hypervisor", {}).setdefault("qemu", {})[k] = v
     path = tmp_path / "configuration.toml"

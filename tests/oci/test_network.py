@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.oci.conftest import Kata
+from tests.oci.conftest import Kata, config_with
 
 
 def ip(*args: str) -> str:
@@ -66,8 +66,19 @@ class _Hello(BaseHTTPRequestHandler):
         pass
 
 
+def _poll(ok: Callable[[], bool], timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def test_guest_is_the_veths_twin_and_talks_both_ways(kata: Kata, cid: str, tmp_path: Path, netns: str,
                                                      bundle: Callable[..., Path]) -> None:
+    """Also: kata-netmon follows interfaces added to and removed from the running sandbox's namespace."""
+    kata.config = config_with(tmp_path, netmon_enable_netmon=True)
     n = int(netns[-2:], 16) % 200 + 20
     spare = f"ks{netns[-6:]}"
     server = ThreadingHTTPServer((f"10.251.{n}.1", 0), _Hello)
@@ -115,6 +126,20 @@ ip addr add 10.252.{n}.2/24 dev eth1 && ip link set eth1 up && ip route add 10.2
         assert "hello from the host" in lines  # and the container reaches a server on the host
         taps = ip("-n", netns, "-o", "link", "show")
         assert "tap0_kata" in taps and "tap1_kata" in taps
+        listed = json.loads(kata.ok("kata-network", "list-ifaces", cid).out)
+        assert sorted((e["name"], e["tap"]) for e in listed) == [("eth0", "tap0_kata"), ("eth1", "tap1_kata")]
+
+        # hotplug, as `docker network connect` does: kata-netmon sees the new interface and the guest gets it
+        ip("-n", netns, "link", "add", "eth2", "type", "veth", "peer", "name", "eth2p")
+        ip("-n", netns, "addr", "add", f"10.253.{n}.2/24", "dev", "eth2")
+        ip("-n", netns, "link", "set", "eth2", "up")
+        mac2 = ip("-n", netns, "-o", "link", "show", "eth2").split("link/ether ")[1].split()[0]
+        seen = _poll(lambda: kata("exec", cid, "cat", "/sys/class/net/eth2/address").out.strip() == mac2)
+        assert seen, (tmp_path / "root").joinpath("vm", cid, "netmon.log").read_text(errors="replace")
+        assert f"10.253.{n}.2/24" in kata.ok("exec", cid, "ip", "-o", "-4", "addr", "show", "dev", "eth2").out
+        ip("-n", netns, "link", "del", "eth2")  # and removal takes it away
+        assert _poll(lambda: kata("exec", cid, "ls", "/sys/class/net").out.split() == ["eth0", "eth1", "lo"])
+        assert "tap2_kata" not in ip("-n", netns, "-o", "link", "show")
     finally:
         kata("kill", cid, "KILL")
         run.wait(timeout=60)

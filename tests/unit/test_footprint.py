@@ -21,6 +21,7 @@ ALLOWED = {
 @pytest.mark.parametrize("program, own", [
     ("kata_runtime.shim.main", {"kata_runtime.shim", "kata_runtime.shim.main", "kata_runtime.protocol.shimproto"}),
     ("kata_runtime.proxy.main", {"kata_runtime.proxy", "kata_runtime.proxy.main", "kata_runtime.protocol.mux"}),
+    ("kata_runtime.netmon.main", {"kata_runtime.netmon", "kata_runtime.netmon.main"}),
 ])
 def test_programs_import_only_small_modules(program: str, own: set[str]) -> None:
     code = (f"import sys; base = set(sys.modules); sys.path.insert(0, {str(REPO)!r}); import {program}; "
