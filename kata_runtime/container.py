@@ -94,7 +94,9 @@ class _Context:
 
 
 def _load_container(store: SandboxStore, cid: str, step: str) -> tuple[SandboxRecord, ContainerRecord]:
-    """The record of ``cid``'s sandbox and of ``cid`` in it (read without the lock: writes are atomic)."""
+    """The record of ``cid``'s sandbox and of ``cid`` in it (read without the lock: writes are atomic).
+    A sandbox whose own container was deleted while others of its pod still run has no record of
+    it: that id no longer exists."""
     from kata_runtime.oci.spec import validate_id
 
     validate_id(cid)
@@ -150,8 +152,7 @@ def _write_pid_file(path: Path, pid: int) -> None:
 
 def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None, console_socket: Path | None,
             no_pivot: bool, detach_shim: bool) -> tuple[ContainerState, subprocess.Popen[bytes]]:
-    from kata_runtime.oci.guest_spec import translate
-    from kata_runtime.oci.hooks import CREATE_KINDS, hook_state, run_hooks
+    from kata_runtime.oci.guest_spec import joins_sandbox, translate
     from kata_runtime.oci.spec import load_bundle, validate_id
 
     validate_id(cid)
@@ -163,47 +164,144 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     process = bundle.spec.get("process") or {}
     tty = bool(process.get("terminal"))
     _check_terminal_flags(cid, "create", tty, console_socket, detach_shim)
-    guest = translate(cid, bundle.spec, bundle.path, bundle.rootfs)  # refusals before anything is made
+    joins = joins_sandbox(cid, bundle.spec)
+    pod: SandboxRecord | None = None
+    if joins is not None:
+        pod = _pod_to_join(ctx, cid, joins)
+    peers = {r.shim.pid: k for k, r in pod.containers.items() if r.shim is not None} if pod is not None else {}
+    guest = translate(cid, bundle.spec, bundle.path, bundle.rootfs, peers)  # refusals before anything is made
     ctx.cfg  # noqa: B018 - configuration errors too, before anything is made
-    ctx.store.reserve(cid)
-    rec = SandboxRecord(id=cid)
     c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs),
                         created=rfc3339_nano(time.time_ns()), status=Status.CREATING,
                         annotations=dict(bundle.spec.get("annotations") or {}), process=process,
                         creator=ProcRef.of(os.getpid()), hooks=guest.hooks)
+    made = _ContainerInVM(ctx, c, bundle, guest, no_pivot=no_pivot, detach_shim=detach_shim,
+                          console_socket=console_socket)
+    if joins is not None:
+        shim = _join(ctx, made, joins)
+    else:
+        shim = _create_sandbox(ctx, made)
+    if pid_file is not None:
+        _write_pid_file(pid_file, shim.pid)
+    rec = ctx.store.load(ctx.store.sandbox_of(cid, "create"), "create")
+    return _to_state(rec, rec.containers[cid]), shim
+
+
+def _pod_to_join(ctx: _Context, cid: str, sid: str) -> SandboxRecord:
+    """The record of the sandbox ``cid`` joins, which must exist and run."""
+    from kata_runtime.oci.spec import validate_id
+
+    try:
+        validate_id(sid)
+        rec = ctx.store.load(ctx.store.sandbox_of(sid, "create"), "create")
+    except KataError:
+        raise ContainerNotFound(f"sandbox {sid} (annotation io.kubernetes.cri.sandbox-id) does not exist",
+                                container=cid, step="create") from None
+    if rec.id != sid:
+        raise InvalidArgument(f"{sid} (annotation io.kubernetes.cri.sandbox-id) is a container of sandbox {rec.id}, "
+                              "not a sandbox", container=cid, step="create")
+    if rec.qemu is None or not rec.qemu.alive():
+        raise InvalidState(f"sandbox {sid} is not running (its VM is gone)", container=cid, step="create")
+    return rec
+
+
+@dataclass
+class _ContainerInVM:
+    """What it takes to make one container in a sandbox's VM (its own sandbox, or a pod's)."""
+
+    ctx: _Context
+    c: ContainerRecord
+    bundle: Any  # oci.spec.Bundle
+    guest: Any  # oci.guest_spec.GuestSpec
+    no_pivot: bool
+    detach_shim: bool
+    console_socket: Path | None
+
+    def make(self, sandbox: Sandbox) -> subprocess.Popen[bytes]:
+        """Share its rootfs and mounts, create it in the guest, start its shim, run the create
+        hooks. Each resource is recorded as it is made (the caller undoes them on failure)."""
+        from kata_runtime.oci.hooks import CREATE_KINDS, hook_state, run_hooks
+
+        c, guest = self.c, self.guest
+        # shared writable: root.readonly is applied in the guest, after the OCI runtime has made
+        # the mount points it needs (as runc does on a host)
+        c.rootfs_mount, guest_rootfs = sandbox.share_rootfs(c.id, self.bundle.rootfs, readonly=False)
+        sandbox.share(c.id, guest.shares)
+        sandbox.save()
+        sandbox.agent(c.id).create_container(c.id, guest.spec, guest_rootfs, [], self.no_pivot,
+                                             guest.sandbox_sysctls)
+        tty = bool(c.process.get("terminal"))
+        shim = _start_shim(c.id, c.id, sandbox, self.detach_shim, tty, self.console_socket,
+                           c.process.get("args") or [], "create")
+        c.shim = ProcRef.of(shim.pid)
+        sandbox.save()
+        state = hook_state(c.id, "creating", shim.pid, c.bundle, c.annotations)
+        for kind in CREATE_KINDS:
+            run_hooks(kind, c.hooks, state, c.id, "create")
+        return shim
+
+
+def _create_sandbox(ctx: _Context, made: _ContainerInVM) -> subprocess.Popen[bytes]:
+    """A container that is its own sandbox: boot the VM, then make the container in it."""
+    c = made.c
+    cid = c.id
+    ctx.store.reserve(cid)
+    rec = SandboxRecord(id=cid)
     rec.containers[cid] = c
     sandbox = ctx.sandbox(rec)
     try:
         with ctx.store.locked(cid, "create"), _interruptible(cid, "create"):
             sandbox.save()
-            sandbox.setup_network(guest.network)
+            sandbox.setup_network(made.guest.network)
             sandbox.boot()
-            # shared writable: root.readonly is applied in the guest, after the OCI runtime has made
-            # the mount points it needs (as runc does on a host)
-            c.rootfs_mount, guest_rootfs = sandbox.share_rootfs(cid, bundle.rootfs, readonly=False)
-            sandbox.share(cid, guest.shares)
-            sandbox.save()
-            sandbox.agent(cid).create_container(cid, guest.spec, guest_rootfs, [], no_pivot, guest.sandbox_sysctls)
-            shim = _start_shim(cid, cid, sandbox, detach_shim, tty, console_socket, process.get("args") or [],
-                               "create")
-            c.shim = ProcRef.of(shim.pid)
-            sandbox.save()
-            state = hook_state(cid, "creating", shim.pid, c.bundle, c.annotations)
-            for kind in CREATE_KINDS:
-                run_hooks(kind, c.hooks, state, cid, "create")
+            shim = made.make(sandbox)
             sandbox.connect_network()
             sandbox.start_netmon(_runtime_path(), str(ctx.opts.kata_config or ""))
             c.status = Status.CREATED
             sandbox.save()
             phase("container_created")
-            if pid_file is not None:
-                _write_pid_file(pid_file, shim.pid)
-            return _to_state(rec, c), shim
+            return shim
     except BaseException as e:
         try:
             sandbox.destroy()
         except KataError as cleanup:
             log.error("create %s: cleanup after failure: %s", cid, cleanup)
+        if isinstance(e, KataError) and e.container is None:
+            e.container, e.step = cid, "create"
+        raise
+
+
+def _join(ctx: _Context, made: _ContainerInVM, sid: str) -> subprocess.Popen[bytes]:
+    """A container of a pod: make it in the pod's running VM."""
+    from kata_runtime.network import netns
+
+    c = made.c
+    cid = c.id
+    ctx.store.reserve_member(cid, sid)
+    sandbox: Sandbox | None = None
+    try:
+        with ctx.store.locked(sid, "create"), _interruptible(cid, "create"):
+            rec = _pod_to_join(ctx, cid, sid)  # again, under the lock
+            want = made.guest.network.path
+            if want and rec.netns and os.path.exists(rec.netns) and not netns.same(want, rec.netns):
+                raise InvalidArgument(f"linux.namespaces: network namespace {want} is not the one of sandbox {sid} "
+                                      f"({rec.netns}): the containers of a pod share its network", container=cid,
+                                      step="create")
+            rec.containers[cid] = c
+            sandbox = ctx.sandbox(rec)
+            sandbox.save()
+            shim = made.make(sandbox)
+            c.status = Status.CREATED
+            sandbox.save()
+            phase("container_created")
+            return shim
+    except BaseException as e:
+        if sandbox is not None:
+            try:
+                sandbox.remove_container(cid)
+            except KataError as cleanup:
+                log.error("create %s: cleanup after failure: %s", cid, cleanup)
+        ctx.store.release_member(cid)
         if isinstance(e, KataError) and e.container is None:
             e.container, e.step = cid, "create"
         raise
@@ -326,7 +424,13 @@ def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:
             with contextlib.suppress(KataError):
                 sandbox.agent(cid).signal_process(cid, "", _signal.SIGKILL, True)
                 daemons.wait_gone(c.shim, 5.0)
-        sandbox.destroy()
+        others = [k for k in rec.containers if k != cid]
+        if others and sandbox.vm_alive():
+            sandbox.remove_container(cid)  # the pod's VM stays for the others
+        else:
+            sandbox.destroy()  # the last container of the sandbox (or its VM is gone anyway)
+        if cid != rec.id:
+            ctx.store.release_member(cid)
     if c.hooks.get("poststop"):
         from kata_runtime.oci.hooks import hook_state, run_hooks
 

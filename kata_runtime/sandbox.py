@@ -280,6 +280,33 @@ class Sandbox:
                 raise KataError(f"cannot share {sh.source} with the VM: {e.strerror}", container=cid,
                                 step="create") from None
 
+    def remove_container(self, cid: str) -> None:
+        """Remove one container and only it (a pod's other containers and its VM stay): its
+        processes' shims, the container in the guest, its shares on the host, its record. Every
+        step is attempted; the record goes only when nothing of it is left."""
+        c = self.rec.containers.get(cid)
+        errors: list[str] = []
+        if c is not None:
+            for ref in [c.shim, *(e.shim for e in c.execs.values())]:
+                daemons.kill(ref, graceful=False)
+        if self.vm_alive() and self.rec.proxy is not None and self.rec.proxy.alive():
+            try:
+                self.agent().remove_container(cid)
+            except KataError as e:
+                if "does not exist" not in e.msg:
+                    errors.append(str(e))
+        top = str(self.shared_dir / cid)
+        try:
+            for point in mounts.mounted_under(top):
+                mounts.unmount(point)
+        except OSError as e:
+            errors.append(str(e))
+        _remove_empty_tree(Path(top))
+        if errors:
+            raise KataError("; ".join(errors), container=cid, step="delete")
+        self.rec.containers.pop(cid, None)
+        self.save()
+
     def destroy(self) -> None:
         """Tear everything down; every step is attempted even when an earlier one fails, and the
         record is removed only when nothing of the sandbox is left."""

@@ -3,6 +3,8 @@
 - ``<root>/sbs/<sandbox>/sandbox.json``: the sandbox record (VM, proxy, containers), written
   atomically (temp file, fsync, rename);
 - ``<root>/vm/<sandbox>/``: QEMU's pid file and console log, kata-proxy's log;
+- ``<root>/ctr/<container>``: for a container that joined another's sandbox (a pod's), the id of
+  that sandbox (its own record is in the sandbox's);
 - ``/run/vc/sock/<digest>/``: the sandbox's unix sockets (kata-proxy's, QEMU's QMP and agent
   channel). ``AF_UNIX`` paths are limited to 107 bytes and the engines give long roots and
   64-character ids, so the sockets live under a fixed short prefix, in a directory named by a
@@ -131,6 +133,7 @@ class SandboxStore:
         self.root = root
         self.sbs = root / "sbs"
         self.vms = root / "vm"
+        self.members = root / "ctr"
 
     def sandbox_dir(self, sid: str) -> Path:
         return self.sbs / sid
@@ -150,7 +153,10 @@ class SandboxStore:
         return self.socket_dir(sid) / "proxy.sock"
 
     def reserve(self, sid: str) -> None:
-        """Create the sandbox's directories; ContainerExists if the id is taken."""
+        """Create the sandbox's directories; ContainerExists if the id is taken (by a sandbox or by a
+        container that joined one)."""
+        if (self.members / sid).exists():
+            raise ContainerExists("container with id exists", container=sid, step="create")
         self.sbs.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.vms.mkdir(parents=True, exist_ok=True, mode=0o711)
         try:
@@ -203,10 +209,44 @@ class SandboxStore:
             raise KataError(f"state file {path} is corrupt: {e}", container=sid, step=step) from None
 
     def sandbox_of(self, cid: str, step: str = "") -> str:
-        """The sandbox holding container ``cid`` (today every container is its own sandbox)."""
-        if (self.sandbox_dir(cid) / "sandbox.json").exists() or self.sandbox_dir(cid).is_dir():
+        """The sandbox holding container ``cid``: its own, or the one it joined."""
+        if self.sandbox_dir(cid).is_dir():
             return cid
-        raise ContainerNotFound("container does not exist", container=cid, step=step)
+        try:
+            sid = (self.members / cid).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ContainerNotFound("container does not exist", container=cid, step=step) from None
+        except OSError as e:
+            raise KataError(f"cannot read {self.members / cid}: {e.strerror}", container=cid, step=step) from None
+        if not sid or "/" in sid or sid in (".", ".."):
+            raise KataError(f"{self.members / cid} is corrupt", container=cid, step=step)
+        return sid
+
+    def reserve_member(self, cid: str, sid: str) -> None:
+        """Take id ``cid`` for a container joining sandbox ``sid``; ContainerExists if taken."""
+        if self.sandbox_dir(cid).exists():
+            raise ContainerExists("container with id exists", container=cid, step="create")
+        self.members.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(self.members / cid, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            raise ContainerExists("container with id exists", container=cid, step="create") from None
+        except OSError as e:
+            raise KataError(f"cannot create state file: {e}", container=cid, step="create") from None
+        try:
+            os.write(fd, sid.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def release_member(self, cid: str) -> None:
+        (self.members / cid).unlink(missing_ok=True)
+
+    def member_ids(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.members.iterdir())
+        except FileNotFoundError:
+            return []
 
     def sandbox_ids(self) -> list[str]:
         try:

@@ -39,6 +39,9 @@ def default_oci_runtime() -> str:
 RUNC = default_oci_runtime()
 CONTAINERS_DIR = Path("/run/kata-containers")
 SHARED_DIR = CONTAINERS_DIR / "shared" / "containers"
+NS_DIR = CONTAINERS_DIR / "ns"  # <container>/<OCI type> -> /proc/<its init>/ns/<name>: what a peer joins
+PROC_NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
+                 "cgroup": "cgroup"}
 
 
 class AgentFailure(Exception):
@@ -244,6 +247,12 @@ class Containers:
         except AgentFailure:
             shutil.rmtree(bundle, ignore_errors=True)
             raise
+        links = NS_DIR / cid
+        links.mkdir(parents=True, exist_ok=True)
+        for kind, name in PROC_NS_NAMES.items():
+            link = links / kind
+            link.unlink(missing_ok=True)
+            link.symlink_to(f"/proc/{init.pid}/ns/{name}")
         with self._lock:
             self.containers[cid] = Container(cid, bundle, init,
                                              cgroup=guest_spec.get("linux", {}).get("cgroupsPath", ""))
@@ -342,6 +351,7 @@ class Containers:
         with self._lock:
             self.containers.pop(cid, None)
         shutil.rmtree(c.bundle, ignore_errors=True)
+        shutil.rmtree(NS_DIR / cid, ignore_errors=True)
         return [c.init, *c.processes.values()]
 
     def remove_all(self) -> list[Process]:

@@ -21,8 +21,14 @@ on ``/dev/shm``               memory cannot cross 9p), as Kata 1.x does
                               given: one the runtime makes); guest: the VM's network stack. No
                               network entry, or the host's own namespace, is refused: a VM cannot
                               share the host's network stack (docker ``--net=host``)
-other namespaces              guest: new ones as asked; no entry means the VM's; a ``path`` is
-                              refused (joining another container's: pods)
+other namespaces              guest: new ones as asked; no entry means the VM's; a ``path`` naming
+                              the namespace of another container of the same sandbox (``/proc/<its
+                              shim's pid>/ns/<type>``, as containerd's CRI names the pause
+                              container's) joins that container's namespace in the guest; any other
+                              ``path`` is refused
+CRI annotations               ``io.kubernetes.cri.container-type: container`` with
+                              ``io.kubernetes.cri.sandbox-id`` (or the ``io.kubernetes.cri-o.``
+                              names): the container joins that sandbox's VM
 ``linux.sysctl`` ``net.*``    guest: applied to the VM's network stack, which is the container's
 ``linux.cgroupsPath``         guest: the same path (systemd ``slice:prefix:name`` and empty become
                               ``/kata/<id>``)
@@ -42,6 +48,12 @@ from typing import Any
 from kata_runtime.errors import BundleError
 
 GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"
+GUEST_NS_DIR = "/run/kata-containers/ns"  # <container>/<type>: the agent's links to its namespaces
+PROC_NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
+                 "cgroup": "cgroup"}
+CONTAINER_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
+SANDBOX_ID_KEYS = ("io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID")
+_PROC_NS = re.compile(r"/proc/([0-9]+)/ns/([a-z_]+)")
 KERNEL_FS_TYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs",
                              "devtmpfs", "ramfs", "bpf", "debugfs", "tracefs", "fusectl", "configfs", "hugetlbfs"})
 _BIND_OPTIONS = frozenset({"bind", "rbind"})
@@ -75,6 +87,22 @@ class GuestSpec:
     hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     network: NetworkRequest = field(default_factory=lambda: NetworkRequest(None))
     sandbox_sysctls: dict[str, str] = field(default_factory=dict)
+    sandbox_id: str | None = None  # the sandbox this container joins (a pod's); None: its own
+
+
+def joins_sandbox(cid: str, spec: dict[str, Any]) -> str | None:
+    """The sandbox a container joins, from the CRI annotations (None: it is its own sandbox)."""
+    ann = spec.get("annotations") or {}
+    kind = next((str(ann[k]) for k in CONTAINER_TYPE_KEYS if k in ann), "")
+    if kind.lower() != "container":
+        return None
+    sid = next((str(ann[k]) for k in SANDBOX_ID_KEYS if ann.get(k)), "")
+    if not sid:
+        raise _refuse(cid, f"annotations: {CONTAINER_TYPE_KEYS[0]} is container but no {SANDBOX_ID_KEYS[0]} names "
+                           "its sandbox")
+    if sid == cid:
+        raise _refuse(cid, f"annotations: {SANDBOX_ID_KEYS[0]} names the container itself")
+    return sid
 
 
 def guest_rootfs(cid: str) -> str:
@@ -124,10 +152,13 @@ def _network(cid: str, namespaces: list[dict[str, Any]]) -> NetworkRequest:
     return NetworkRequest(path)
 
 
-def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path) -> GuestSpec:
+def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path,
+              peers: dict[int, str] | None = None) -> GuestSpec:
     """The guest spec of container ``cid`` and what the host must do for it; raise
-    :class:`BundleError` naming the field that cannot be honoured."""
-    out = GuestSpec(spec=copy.deepcopy(spec))
+    :class:`BundleError` naming the field that cannot be honoured. ``peers`` maps the host pid
+    of each container of the sandbox it joins (its kata-shim, the pid the engine knows) to that
+    container's id."""
+    out = GuestSpec(spec=copy.deepcopy(spec), sandbox_id=joins_sandbox(cid, spec))
     g = out.spec
     g.setdefault("root", {})["path"] = guest_rootfs(cid)
     out.hooks = {k: list(v) for k, v in (g.pop("hooks", None) or {}).items() if v}
@@ -140,8 +171,8 @@ def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path) -> Gue
         if ns.get("type") == "network":
             continue  # the VM's network stack is the container's
         if ns.get("path"):
-            raise _refuse(cid, f"linux.namespaces: joining the {ns['type']} namespace {ns['path']} is not supported "
-                               "(a namespace of the host cannot be entered from a VM)")
+            guest_ns.append({"type": ns["type"], "path": _peer_namespace(cid, ns["type"], ns["path"], peers or {})})
+            continue
         guest_ns.append({"type": ns["type"]})
     linux["namespaces"] = guest_ns
     sysctl = dict(linux.get("sysctl") or {})
@@ -165,6 +196,17 @@ def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path) -> Gue
         mounts.append(_mount(cid, i, m, bundle, out.shares))
     g["mounts"] = mounts
     return out
+
+
+def _peer_namespace(cid: str, kind: str, path: str, peers: dict[int, str]) -> str:
+    """The guest path of the namespace that host ``path`` names: one of a container of the same
+    sandbox (by its shim's pid), else refused."""
+    m = _PROC_NS.fullmatch(path)
+    if m is not None and int(m.group(1)) in peers and m.group(2) == PROC_NS_NAMES.get(kind):
+        return f"{GUEST_NS_DIR}/{peers[int(m.group(1))]}/{kind}"
+    raise _refuse(cid, f"linux.namespaces: joining the {kind} namespace {path} is not supported: only the "
+                       "namespaces of a container of the same sandbox can be joined (a host namespace cannot be "
+                       "entered from a VM)")
 
 
 def guest_process(process: dict[str, Any]) -> dict[str, Any]:

@@ -66,23 +66,36 @@ _engines_mounts_under() {
 }
 
 # processes started (directly or not) by these engines: pid and command line, one a line.
-# $1: an extended regex the command line must match. A process is ours when its command line or
-# its environment (KATA_CONF_FILE, inherited from containerd) names ENGINE_DIR.
+# $1: the program names to look for (globs, space-separated), matched against the base names of
+# the first three words of the command line (so that "python3 -S .../kata-shim" is a kata-shim).
+# A process is ours when its command line or its environment (KATA_CONF_FILE, inherited from
+# containerd) names ENGINE_DIR.
 _engines_our_processes() {
-  local re=$1 f pid cmd
+  local f pid a pat
+  local -a argv pats
+  read -ra pats <<<"$1"
   # one grep over every process's command line and environment, then the names
   while read -r f; do
     pid=${f#/proc/}
     pid=${pid%%/*}
     [ "$pid" != $$ ] && [ "$pid" != "${BASHPID:-}" ] || continue
-    cmd=$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue
-    [ -n "$cmd" ] && [[ $cmd =~ $re ]] && echo "$pid $cmd"
+    mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || continue
+    [ "${#argv[@]}" -gt 0 ] || continue
+    for a in "${argv[@]:0:3}"; do
+      for pat in "${pats[@]}"; do
+        # shellcheck disable=SC2053
+        if [[ ${a##*/} == $pat ]]; then
+          echo "$pid ${argv[*]}"
+          continue 3
+        fi
+      done
+    done
   done < <(grep -laF -- "$ENGINE_DIR" /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null |
     awk -F/ '!seen[$3]++')
 }
 
-_ENGINES_KATA_RE='(qemu-system|/kata-proxy|/kata-shim)'
-_ENGINES_ALL_RE='(qemu-system|/kata-proxy|/kata-shim|kata-runtime|containerd-shim|containerd|dockerd|(^|/)ctr )'
+_ENGINES_KATA_NAMES='qemu-system-* kata-proxy kata-shim'
+_ENGINES_ALL_NAMES='qemu-system-* kata-proxy kata-shim kata-runtime containerd-shim* containerd dockerd ctr'
 
 # ------------------------------------------------------------------------------- kata configuration
 
@@ -381,7 +394,7 @@ engines_stop() {
       [ -n "$pid" ] || continue
       _engines_say "killing leftover $pid: $line"
       kill -KILL "$pid" 2>/dev/null || true
-    done < <(_engines_our_processes "$_ENGINES_ALL_RE")
+    done < <(_engines_our_processes "$_ENGINES_ALL_NAMES")
     sleep 0.3
   done
 
@@ -401,6 +414,8 @@ engines_stop() {
   _engines_clean_runtime_traces
 
   _engines_remove_bridge
+  # the runc v2 shim's state root of ctr's runc tasks (fixed path; empty once they are gone)
+  rmdir "/run/containerd/runc/$CTR_NS" 2>/dev/null || true
   rm -rf "$ENGINE_DIR" || _engines_say "cannot remove $ENGINE_DIR"
   unset ENGINE_DIR
 }
@@ -490,7 +505,7 @@ _engines_leftovers_once() {
   # containers of the scope that are gone
   _LO_MINE=$(comm -23 <(_engines_known_containers "$mark") <(_engines_live_containers | sort -u) | awk '{ print $2 }')
   {
-    _engines_our_processes "$_ENGINES_KATA_RE|containerd-shim" | sed 's/^/process: /'
+    _engines_our_processes "$_ENGINES_KATA_NAMES containerd-shim*" | sed 's/^/process: /'
     # the runtime's mounts that name this run (a source, root or overlay layer under ENGINE_DIR)
     # or a container of it, and mounts under ENGINE_DIR that were not there when no container was
     while read -r line; do

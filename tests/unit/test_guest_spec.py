@@ -118,3 +118,29 @@ def test_shm_of_the_host_becomes_a_guest_tmpfs(runc_spec: dict[str, Any], tmp_pa
 def test_exec_process() -> None:
     assert guest_process({"args": ["sh"], "apparmorProfile": "x", "selinuxLabel": "y", "cwd": "/"}) == {
         "args": ["sh"], "cwd": "/"}
+
+
+def test_pod_annotations_and_peer_namespaces(runc_spec: dict[str, Any], tmp_path: Path) -> None:
+    spec = copy.deepcopy(runc_spec)
+    spec["annotations"] = {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "pod1"}
+    spec["linux"]["namespaces"] = [
+        {"type": "ipc", "path": "/proc/4242/ns/ipc"}, {"type": "uts", "path": "/proc/4242/ns/uts"},
+        {"type": "pid"}, {"type": "mount"}, {"type": "network", "path": "/proc/self/ns/net"}]
+    with pytest.raises(BundleError, match="is the host's"):  # the pod's network must be its own
+        translate("c2", spec, tmp_path, tmp_path / "rootfs", {4242: "pod1"})
+    spec["linux"]["namespaces"][-1] = {"type": "network"}
+    g = translate("c2", spec, tmp_path, tmp_path / "rootfs", {4242: "pod1"})
+    assert g.sandbox_id == "pod1"
+    assert g.spec["linux"]["namespaces"] == [
+        {"type": "ipc", "path": "/run/kata-containers/ns/pod1/ipc"},
+        {"type": "uts", "path": "/run/kata-containers/ns/pod1/uts"}, {"type": "pid"}, {"type": "mount"}]
+    with pytest.raises(BundleError, match="only the namespaces of a container of the same sandbox"):
+        translate("c2", spec, tmp_path, tmp_path / "rootfs", {4343: "pod1"})  # pid 4242 is not one of ours
+    cri_o = {"io.kubernetes.cri-o.ContainerType": "container", "io.kubernetes.cri-o.SandboxID": "pod9"}
+    assert translate("c3", {**copy.deepcopy(runc_spec), "annotations": cri_o}, tmp_path, tmp_path).sandbox_id == "pod9"
+    sandbox = {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": "pod1"}
+    own = translate("pod1", {**copy.deepcopy(runc_spec), "annotations": sandbox}, tmp_path, tmp_path)
+    assert own.sandbox_id is None
+    with pytest.raises(BundleError, match="no io.kubernetes.cri.sandbox-id"):
+        translate("c4", {**copy.deepcopy(runc_spec), "annotations": {"io.kubernetes.cri.container-type": "container"}},
+                  tmp_path, tmp_path)
