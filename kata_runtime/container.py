@@ -544,7 +544,9 @@ def update(opts: RuntimeOptions, cid: str, resources: dict[str, Any]) -> None:
     with _locked_container(ctx, cid, "update") as (rec, c):
         if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
             raise InvalidState("container not running", container=cid, step="update")
-        ctx.sandbox(rec).agent(cid).update_container(cid, resources)
+        from kata_runtime.oci.guest_spec import guest_resources
+
+        ctx.sandbox(rec).agent(cid).update_container(cid, guest_resources(resources))
 
 
 def stats(opts: RuntimeOptions, cid: str) -> dict[str, Any] | None:

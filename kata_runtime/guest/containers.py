@@ -7,6 +7,7 @@ far ends the process holds; the channel loop reads and writes them while a kata-
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ def default_oci_runtime() -> str:
 RUNC = default_oci_runtime()
 CONTAINERS_DIR = Path("/run/kata-containers")
 SHARED_DIR = CONTAINERS_DIR / "shared" / "containers"
+CONSOLE_DIR = CONTAINERS_DIR / "console"
+_console_serial = itertools.count()
 NS_DIR = CONTAINERS_DIR / "ns"  # <container>/<OCI type> -> /proc/<its init>/ns/<name>: what a peer joins
 PROC_NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
                  "cgroup": "cgroup"}
@@ -180,7 +183,9 @@ class Containers:
         base = [RUNC, "--root", RUNC_ROOT, "--log", str(log_file), "--log-format", "json", *argv,
                 "--pid-file", str(pid_file)]
         if tty:
-            sock_path = workdir / f"console-{exec_id}.sock"
+            # not under workdir: AF_UNIX paths are limited to 107 bytes and ids may be 64 characters
+            CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
+            sock_path = CONSOLE_DIR / f"{os.getpid()}-{next(_console_serial)}.sock"
             console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 console.bind(str(sock_path))

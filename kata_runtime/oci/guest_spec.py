@@ -30,6 +30,9 @@ CRI annotations               ``io.kubernetes.cri.container-type: container`` wi
                               ``io.kubernetes.cri.sandbox-id`` (or the ``io.kubernetes.cri-o.``
                               names): the container joins that sandbox's VM
 ``linux.sysctl`` ``net.*``    guest: applied to the VM's network stack, which is the container's
+``linux.resources``           guest: as is, but for kernel memory (``memory.kernel``,
+                              ``kernelTCP``), which cgroup v2 does not have: ignored, as runc 1.1
+                              does on cgroup v2 (docker still sends it)
 ``linux.cgroupsPath``         guest: the same path (systemd ``slice:prefix:name`` and empty become
                               ``/kata/<id>``)
 labels, AppArmor profile      ignored: the guest has neither (as runc on a host without them)
@@ -183,6 +186,8 @@ def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path,
     else:
         linux.pop("sysctl", None)
     linux.pop("mountLabel", None)
+    if isinstance(linux.get("resources"), dict):
+        linux["resources"] = guest_resources(linux["resources"])
     cgroups_path = linux.get("cgroupsPath") or ""
     if not cgroups_path or ":" in cgroups_path:
         linux["cgroupsPath"] = f"/kata/{cid}"
@@ -207,6 +212,17 @@ def _peer_namespace(cid: str, kind: str, path: str, peers: dict[int, str]) -> st
     raise _refuse(cid, f"linux.namespaces: joining the {kind} namespace {path} is not supported: only the "
                        "namespaces of a container of the same sandbox can be joined (a host namespace cannot be "
                        "entered from a VM)")
+
+
+def guest_resources(resources: dict[str, Any]) -> dict[str, Any]:
+    """An OCI ``linux.resources`` object (the spec's, or ``update``'s) as the guest's cgroup v2
+    takes it: without kernel memory limits, which v2 does not have (runc 1.1 ignores them there)."""
+    out = copy.deepcopy(resources)
+    memory = out.get("memory")
+    if isinstance(memory, dict):
+        for key in ("kernel", "kernelTCP"):
+            memory.pop(key, None)
+    return out
 
 
 def guest_process(process: dict[str, Any]) -> dict[str, Any]:

@@ -144,3 +144,13 @@ def test_pod_annotations_and_peer_namespaces(runc_spec: dict[str, Any], tmp_path
     with pytest.raises(BundleError, match="no io.kubernetes.cri.sandbox-id"):
         translate("c4", {**copy.deepcopy(runc_spec), "annotations": {"io.kubernetes.cri.container-type": "container"}},
                   tmp_path, tmp_path)
+
+
+def test_kernel_memory_is_dropped_for_cgroup_v2(runc_spec: dict[str, Any], tmp_path: Path) -> None:
+    from kata_runtime.oci.guest_spec import guest_resources
+
+    limits = {"memory": {"limit": 268435456, "kernel": 1 << 20, "kernelTCP": 1 << 20}, "pids": {"limit": 10}}
+    assert guest_resources(limits) == {"memory": {"limit": 268435456}, "pids": {"limit": 10}}
+    assert limits["memory"]["kernel"] == 1 << 20
+    g = translate("c1", _spec(runc_spec, resources=limits), tmp_path, tmp_path / "rootfs")
+    assert g.spec["linux"]["resources"]["memory"] == {"limit": 268435456}
