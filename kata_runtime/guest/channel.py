@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -276,7 +277,17 @@ class ChannelServer:
             st.sock.close()
             st.sock = None
         if st.proc is not None:
+            proc = st.proc
+            orphaned = proc.session is st and proc.status is None and proc.exec_id not in ("", proc.container_id)
             self._detach(st)
+            if orphaned:
+                # an exec's shim went away while its process runs (an engine's SIGKILL to the
+                # shim when ExecSync times out): nobody can wait for it or see its output any more
+                log.info("exec %s of %s lost its shim: killing it", proc.exec_id, proc.container_id)
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         if notify:
             self.send_frame(mux.encode(mux.CLOSE, st.sid))
 

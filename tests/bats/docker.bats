@@ -34,6 +34,9 @@ kata_d() { "$DOCKER" run -d --runtime=kata --net=none "$KATA_IMAGE" "$@"; }
 
 docker_state_is() { [ "$(docker_state "$1")" = "$2" ]; }
 
+# the host's HTTP client (busybox's static wget crashes on this host's kernel)
+http_get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"; }
+
 boots_are() { [ "$("$DOCKER" logs "$1" 2>&1 | grep -c boot)" -eq "$2" ]; }
 
 @test "harness: a runc container runs on the private engines and leaves nothing" {
@@ -353,6 +356,37 @@ boots_are() { [ "$("$DOCKER" logs "$1" 2>&1 | grep -c boot)" -eq "$2" ]; }
   run_show "$DOCKER" exec "$cid" ping -c 1 -W 5 "$ENGINE_GATEWAY"
   [ "$status" -eq 0 ]
   "$DOCKER" rm -f "$cid"
+  assert_no_leftovers
+}
+
+@test "--net=none: the guest has only lo" {
+  run_show kata --rm --net=none "$KATA_IMAGE" ls /sys/class/net
+  [ "$status" -eq 0 ]
+  [ "$output" = "lo" ]
+  assert_no_leftovers
+}
+
+@test "bridge: -p publishes a kata port on the host; kata reaches kata, runc reaches kata and back" {
+  local web='mkdir -p /www && echo "served by $(hostname)" > /www/index.html && httpd -f -p 80 -h /www'
+  local a b r ip_a ip_r port
+  port=$((20000 + RANDOM % 20000))
+  a=$("$DOCKER" run -d --runtime=kata --hostname kata-a -p "127.0.0.1:$port:80" "$KATA_IMAGE" sh -c "$web")
+  b=$("$DOCKER" run -d --runtime=kata "$KATA_IMAGE" sleep 600)
+  r=$("$DOCKER" run -d --runtime=runc --hostname runc-r "$KATA_IMAGE" sh -c "$web")
+  ip_a=$("$DOCKER" inspect -f '{{.NetworkSettings.IPAddress}}' "$a")
+  ip_r=$("$DOCKER" inspect -f '{{.NetworkSettings.IPAddress}}' "$r")
+  # the host, through docker's published port
+  wait_until 60 http_get "http://127.0.0.1:$port/" >/dev/null
+  run_show http_get "http://127.0.0.1:$port/"
+  [ "$output" = "served by kata-a" ]
+  # kata -> kata, kata -> runc, runc -> kata, by address on docker's bridge
+  run_show "$DOCKER" exec "$b" timeout 10 wget -q -O - "http://$ip_a/"
+  [ "$output" = "served by kata-a" ]
+  run_show "$DOCKER" exec "$b" timeout 10 wget -q -O - "http://$ip_r/"
+  [ "$output" = "served by runc-r" ]
+  run_show "$DOCKER" exec "$r" timeout 10 wget -q -O - "http://$ip_a/"
+  [ "$output" = "served by kata-a" ]
+  "$DOCKER" rm -f "$a" "$b" "$r"
   assert_no_leftovers
 }
 

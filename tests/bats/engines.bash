@@ -215,10 +215,11 @@ _engines_setup_bridge() {
   ENGINE_GATEWAY=10.213.$n.1
   export ENGINE_BRIDGE ENGINE_GATEWAY
   # dockerd is told not to forward (ip-forward false, no iptables); if the host forwards anyway,
-  # drop whatever the bridge would route off the machine.
+  # drop whatever the bridge would route off the machine (frames between the bridge's own ports,
+  # which br_netfilter also shows to FORWARD, stay allowed: containers talk to each other).
   if [ "$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)" != 0 ] && command -v iptables >/dev/null; then
-    iptables -I FORWARD -i "$br" -j DROP && echo "FORWARD -i $br -j DROP" >>"$ENGINE_DIR/iptables"
-    iptables -I FORWARD -o "$br" -j DROP && echo "FORWARD -o $br -j DROP" >>"$ENGINE_DIR/iptables"
+    iptables -I FORWARD -i "$br" ! -o "$br" -j DROP && echo "FORWARD -i $br ! -o $br -j DROP" >>"$ENGINE_DIR/iptables"
+    iptables -I FORWARD -o "$br" ! -i "$br" -j DROP && echo "FORWARD -o $br ! -i $br -j DROP" >>"$ENGINE_DIR/iptables"
   fi
 }
 
@@ -250,7 +251,7 @@ _engines_write_dockerd_conf() {
   "iptables": false,
   "ip-forward": false,
   "ip-masq": false,
-  "userland-proxy": false,
+  "userland-proxy": true,
   "bridge": "$ENGINE_BRIDGE",
   "default-address-pools": [{"base": "10.214.0.0/16", "size": 24}],
   "live-restore": true,
