@@ -205,3 +205,27 @@ def test_cni_bridge_network(kata: Kata, cid: str, tmp_path: Path, bundle: Callab
                 _cni("DEL", f"/run/netns/{name}", f"{cid}-{'ab'[i]}", conf)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         subprocess.run(["ip", "link", "del", f"kcni{tag}"], capture_output=True)
+
+
+def test_failed_network_setup_leaves_no_tap_or_filter(kata: Kata, cid: str, bundle: Callable[..., Path]) -> None:
+    """More interfaces than the VM has hotplug slots: the fifth cannot be plugged; create fails with
+    one line, and the four taps and their tc filters made before are gone."""
+    name = "ktest-" + uuid.uuid4().hex[:8]
+    ip("netns", "add", name)
+    try:
+        for i in range(3):  # six interfaces for four slots
+            ip("-n", name, "link", "add", f"va{i}", "type", "veth", "peer", "name", f"vb{i}")
+        b = bundle(["true"])
+        spec = json.loads((b / "config.json").read_text())
+        for ns in spec["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = f"/run/netns/{name}"
+        (b / "config.json").write_text(json.dumps(spec))
+        r = kata("create", "--bundle", str(b), cid)
+        assert r.rc != 0 and len(r.err.strip().splitlines()) == 1, r.err
+        assert "no free hotplug slot" in r.err
+        assert "_kata" not in ip("-n", name, "-o", "link", "show")
+        assert "ingress" not in subprocess.run(["tc", "-n", name, "qdisc", "show"], capture_output=True,
+                                               text=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
