@@ -42,20 +42,22 @@ def _wait_ready(rfd: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
     return f"exited with status {proc.returncode}" if proc.returncode is not None else "closed its ready pipe"
 
 
-def start_proxy(sandbox: str, channel: Path, listen: Path, log: Path, configured: str = "") -> ProcRef:
-    """Start kata-proxy for a sandbox; returns once it owns the channel and listens."""
+def _start_daemon(name: str, argv: list[str], log: Path, sandbox: str, netns: str | None = None) -> ProcRef:
+    """Start a per-sandbox daemon (its own session, output to ``log``, born in ``netns``) with
+    ``--ready-fd N`` appended, and return once it says it is ready; ProxyError naming it and the
+    last line of its log otherwise."""
+    from kata_runtime.network import netns as _netns
+
     rfd, wfd = os.pipe()
-    argv = _program("kata-proxy", configured) + [
-        "--sandbox", sandbox, "--channel", str(channel), "--listen", str(listen), "--ready-fd", str(wfd)]
     try:
-        with open(log, "ab") as logf:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(wfd,),
-                                    start_new_session=True, cwd="/")
+        with open(log, "ab") as logf, _netns.entered(netns):
+            proc = subprocess.Popen(argv + ["--ready-fd", str(wfd)], stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=logf, pass_fds=(wfd,), start_new_session=True, cwd="/")
         os.close(wfd)
         wfd = -1
         problem = _wait_ready(rfd, proc, 10.0)
     except OSError as e:
-        raise ProxyError(f"cannot start kata-proxy: {e}", container=sandbox, step="create") from None
+        raise ProxyError(f"cannot start {name}: {e}", container=sandbox, step="create") from None
     finally:
         os.close(rfd)
         if wfd >= 0:
@@ -63,37 +65,24 @@ def start_proxy(sandbox: str, channel: Path, listen: Path, log: Path, configured
     if problem:
         kill(ProcRef.of(proc.pid))
         detail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-        raise ProxyError(f"kata-proxy {problem}{': ' + detail[0] if detail else ''}", container=sandbox,
-                         step="create")
+        raise ProxyError(f"{name} {problem}{': ' + detail[0] if detail else ''}", container=sandbox, step="create")
     return ProcRef.of(proc.pid)
+
+
+def start_proxy(sandbox: str, channel: Path, listen: Path, log: Path, configured: str = "") -> ProcRef:
+    """Start kata-proxy for a sandbox; returns once it owns the channel and listens."""
+    argv = _program("kata-proxy", configured) + [
+        "--sandbox", sandbox, "--channel", str(channel), "--listen", str(listen)]
+    return _start_daemon("kata-proxy", argv, log, sandbox)
 
 
 def start_netmon(sandbox: str, netns: str, runtime: str, root: Path, config: str, watch_pid: int, log: Path,
                  configured: str = "") -> ProcRef:
     """Start kata-netmon in the sandbox's network namespace; returns once it listens."""
-    from kata_runtime.network import netns as _netns
-
-    rfd, wfd = os.pipe()
     argv = _program("kata-netmon", configured) + [
         "--runtime", runtime, "--root", str(root), "--sandbox", sandbox, "--watch-pid", str(watch_pid),
-        "--config", config or "-", "--ready-fd", str(wfd)]
-    try:
-        with open(log, "ab") as logf, _netns.entered(netns):
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, pass_fds=(wfd,),
-                                    start_new_session=True, cwd="/")
-        os.close(wfd)
-        wfd = -1
-        problem = _wait_ready(rfd, proc, 10.0)
-    except OSError as e:
-        raise ProxyError(f"cannot start kata-netmon: {e}", container=sandbox, step="create") from None
-    finally:
-        os.close(rfd)
-        if wfd >= 0:
-            os.close(wfd)
-    if problem:
-        kill(ProcRef.of(proc.pid))
-        raise ProxyError(f"kata-netmon {problem}", container=sandbox, step="create")
-    return ProcRef.of(proc.pid)
+        "--config", config or "-"]
+    return _start_daemon("kata-netmon", argv, log, sandbox, netns)
 
 
 def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool, tty: bool = False,

@@ -295,13 +295,7 @@ class Sandbox:
             except KataError as e:
                 if "does not exist" not in e.msg:
                     errors.append(str(e))
-        top = str(self.shared_dir / cid)
-        try:
-            for point in mounts.mounted_under(top):
-                mounts.unmount(point)
-        except OSError as e:
-            errors.append(str(e))
-        _remove_empty_tree(Path(top))
+        _unshare_tree(self.shared_dir / cid, errors)
         if errors:
             raise KataError("; ".join(errors), container=cid, step="delete")
         self.rec.containers.pop(cid, None)
@@ -331,13 +325,7 @@ class Sandbox:
         daemons.kill(self.rec.proxy)
         if not vm.alive():
             self._disconnect_network(errors)
-        shared = str(self.shared_dir)
-        try:
-            for point in mounts.mounted_under(shared):
-                mounts.unmount(point)
-        except OSError as e:
-            errors.append(str(e))
-        _remove_empty_tree(Path(shared))
+        _unshare_tree(self.shared_dir, errors)
         if self.rec.netns_owned and self.rec.netns:
             try:
                 netns.remove(Path(self.rec.netns))
@@ -346,6 +334,16 @@ class Sandbox:
         if errors:  # keep the record: it is how a later delete finds what is still there
             raise KataError("; ".join(errors), container=self.id, step="delete")
         self.store.remove(self.id)
+
+
+def _unshare_tree(top: Path, errors: list[str]) -> None:
+    """Unmount every share under ``top`` (deepest first), then remove what is left of it."""
+    try:
+        for point in mounts.mounted_under(str(top)):
+            mounts.unmount(point)
+    except OSError as e:
+        errors.append(str(e))
+    _remove_empty_tree(top)
 
 
 def _remove_empty_tree(top: Path) -> None:
