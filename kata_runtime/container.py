@@ -27,7 +27,7 @@ from kata_runtime.phases import phase
 from kata_runtime.store import ContainerRecord, ExecRecord, ProcRef, SandboxRecord, SandboxStore
 
 if TYPE_CHECKING:  # sandbox.py is imported only by the commands that boot or talk to a VM
-    from kata_runtime.sandbox import Sandbox
+    from kata_runtime.sandbox import AgentFactory, HypervisorFactory, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class RuntimeOptions:
     kata_config: Path | None = None  # --kata-config; None = the standard search path
     debug: bool = False
     systemd_cgroup: bool = False
+    # the seams of the lifecycle (None: QEMU and the gRPC agent); unit tests give fakes
+    hypervisor: HypervisorFactory | None = None
+    agent: AgentFactory | None = None
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ class _Context:
     def sandbox(self, rec: SandboxRecord) -> Sandbox:
         from kata_runtime.sandbox import Sandbox
 
-        return Sandbox(self.store, self.cfg, rec)
+        return Sandbox(self.store, self.cfg, rec, self.opts.hypervisor, self.opts.agent)
 
 
 def _load_container(store: SandboxStore, cid: str, step: str) -> tuple[SandboxRecord, ContainerRecord]:

@@ -12,19 +12,42 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kata_runtime import daemons, mounts
 from kata_runtime.config import Config
 from kata_runtime.errors import AgentError, HypervisorError, KataError
-from kata_runtime.hypervisor.qemu import SHARED_FS_TAG, QemuVM, RamFile
+from kata_runtime.hypervisor.qemu import SHARED_FS_TAG
 from kata_runtime.network import netns
 from kata_runtime.oci.guest_spec import GUEST_SHARED_DIR, NetworkRequest, Share, guest_rootfs
 from kata_runtime.phases import phase
 from kata_runtime.store import SandboxRecord, SandboxStore
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kata_runtime.agent import AgentClient
     from kata_runtime.factory.template import TemplatePaths
+    from kata_runtime.hypervisor import Hypervisor
+
+    HypervisorFactory = Callable[["Sandbox"], Hypervisor]
+    AgentFactory = Callable[["Sandbox", str], AgentClient]
+
+
+def qemu_for(sandbox: Sandbox) -> Hypervisor:
+    """The sandbox's VM as QEMU runs it (the default :class:`Hypervisor`)."""
+    from kata_runtime.hypervisor.qemu import QemuVM
+
+    return QemuVM(sandbox.id, sandbox.cfg.hypervisor, sandbox.store.vm_dir(sandbox.id), sandbox.rec.accel or "tcg",
+                  sandbox.shared_dir, sandbox.rec.qemu, sock_dir=sandbox.store.socket_dir(sandbox.id))
+
+
+def grpc_agent_for(sandbox: Sandbox, container: str) -> AgentClient:
+    """The sandbox's agent over gRPC through its kata-proxy (the default :class:`AgentClient`;
+    grpc is imported only by commands that talk to the guest)."""
+    from kata_runtime.agent.grpc_client import GrpcAgentClient
+
+    return GrpcAgentClient(str(sandbox.proxy_socket), container, sandbox.cfg.agent.request_timeout)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +69,14 @@ def choose_accel(cfg: Config) -> tuple[str, str]:
 class Sandbox:
     """Runtime view of one sandbox; ``rec`` is its persistent record."""
 
-    def __init__(self, store: SandboxStore, cfg: Config, rec: SandboxRecord) -> None:
+    def __init__(self, store: SandboxStore, cfg: Config, rec: SandboxRecord,
+                 hypervisor: HypervisorFactory | None = None, agent: AgentFactory | None = None) -> None:
         self.store = store
         self.cfg = cfg
         self.rec = rec
-        self._agent: Any = None
+        self._make_vm = hypervisor or qemu_for
+        self._make_agent = agent or grpc_agent_for
+        self._agent: AgentClient | None = None
         # whether the agent is known to answer: a loaded sandbox past "creating" has answered
         self.agent_answered = any(c.status.value != "creating" for c in rec.containers.values())
 
@@ -67,17 +93,13 @@ class Sandbox:
     def shared_dir(self) -> Path:
         return Path(self.rec.shared_dir) if self.rec.shared_dir else HOST_SHARED_ROOT / self.id
 
-    def vm(self) -> QemuVM:
-        return QemuVM(self.id, self.cfg.hypervisor, self.store.vm_dir(self.id), self.rec.accel or "tcg",
-                      self.shared_dir, self.rec.qemu, sock_dir=self.store.socket_dir(self.id))
+    def vm(self) -> Hypervisor:
+        return self._make_vm(self)
 
-    def agent(self, container: str | None = None) -> Any:
-        """The gRPC client of this sandbox's agent (grpc is imported only by commands that talk)."""
+    def agent(self, container: str | None = None) -> AgentClient:
+        """The client of this sandbox's agent (``container`` names the container in its errors)."""
         if self._agent is None:
-            from kata_runtime.agent.grpc_client import GrpcAgentClient
-
-            self._agent = GrpcAgentClient(str(self.proxy_socket), container or self.id,
-                                          self.cfg.agent.request_timeout)
+            self._agent = self._make_agent(self, container or self.id)
         return self._agent
 
     def vm_alive(self) -> bool:
@@ -117,7 +139,7 @@ class Sandbox:
         template = self._template()
         vm = self.vm()
         if template is not None:
-            vm.ram = RamFile(template.memory, clone=True)
+            vm.use_template_ram(template.memory)
         t0 = time.monotonic()
         try:
             with netns.entered(self.rec.netns or None):  # its network devices are opened there
@@ -130,7 +152,7 @@ class Sandbox:
             vm.restore(template.state)
             phase("vm_restored")
         log.debug("sandbox %s: QEMU up in %.3fs", self.id, time.monotonic() - t0)
-        self.rec.proxy = daemons.start_proxy(self.id, vm.paths.channel, self.proxy_socket,
+        self.rec.proxy = daemons.start_proxy(self.id, vm.channel, self.proxy_socket,
                                              self.store.vm_dir(self.id) / "proxy.log", self.cfg.proxy_path)
         self.save()
         self._wait_agent(vm)
@@ -158,7 +180,7 @@ class Sandbox:
             log.debug("sandbox %s: no VM template matches the configuration: cold boot", self.id)
         return found
 
-    def _wait_agent(self, vm: QemuVM) -> None:
+    def _wait_agent(self, vm: Hypervisor) -> None:
         """Poll the agent until it answers; fail fast if QEMU dies, else after dial_timeout."""
         timeout = self.cfg.agent.dial_timeout
         deadline = time.monotonic() + timeout
@@ -168,7 +190,7 @@ class Sandbox:
             if left <= 0:
                 tail = vm.console_tail()
                 raise AgentError(f"guest agent did not answer within {timeout:g}s (console: "
-                                 f"{vm.paths.console}{': ' + tail if tail else ''})", container=self.id,
+                                 f"{vm.console}{': ' + tail if tail else ''})", container=self.id,
                                  step="create")
             try:
                 agent.check(min(left, 1.0))
@@ -177,7 +199,7 @@ class Sandbox:
             except AgentError:
                 if not vm.alive():
                     tail = vm.console_tail()
-                    raise HypervisorError(f"the VM exited while booting (console {vm.paths.console}"
+                    raise HypervisorError(f"the VM exited while booting (console {vm.console}"
                                           f"{': ' + tail if tail else ''})", container=self.id,
                                           step="create") from None
 

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kata_runtime.store import ProcRef
 
 
 class Hypervisor(Protocol):
-    """One VM: start it, stop it, and say whether it still runs."""
+    """One VM: start it, stop it, say whether it still runs, plug devices into it.
+
+    ``proc`` is the VM's process once launched (or adopted); ``channel`` the host end of the
+    agent's channel, ``console`` the guest console's log."""
+
+    proc: ProcRef | None
+
+    @property
+    def channel(self) -> Path: ...
+
+    @property
+    def console(self) -> Path: ...
+
+    def use_template_ram(self, memory: Path) -> None:
+        """Start as a clone of a VM template whose RAM is in ``memory`` (mapped copy-on-write),
+        paused until :meth:`restore`."""
 
     def launch(self, config_source: str = "") -> int:
         """Start the VM; return its process id once its sockets listen."""
+
+    def restore(self, state: Path) -> None:
+        """Load a template's device state into a clone and let it run."""
+
+    def adopt(self) -> bool:
+        """Find a VM that was launched but not recorded (its launcher was killed); True if found."""
+
+    def console_tail(self, lines: int = 3) -> str: ...
 
     def stop(self, timeout: float = 5.0) -> None:
         """Shut the VM down (escalating to SIGKILL) and make sure its process is gone."""
@@ -18,9 +45,9 @@ class Hypervisor(Protocol):
 
     def pause(self) -> None: ...
 
+    def resume(self) -> None: ...
+
     def hotplug_nic(self, index: int, tap: str, mac: str) -> None:
         """Plug a NIC with MAC ``mac`` backed by tap device ``tap`` into slot ``index``."""
 
     def unplug_nic(self, index: int) -> None: ...
-
-    def resume(self) -> None: ...

@@ -130,6 +130,17 @@ class QemuVM:
         return argv
 
     @property
+    def channel(self) -> Path:
+        return self.paths.channel
+
+    @property
+    def console(self) -> Path:
+        return self.paths.console
+
+    def use_template_ram(self, memory: Path) -> None:
+        self.ram = RamFile(memory, clone=True)
+
+    @property
     def _pcie(self) -> bool:
         return "q35" in self.cfg.machine_type
 
