@@ -249,10 +249,12 @@ class QemuVM:
         device: dict[str, Any] = {"driver": "virtio-net-pci", "id": f"nic{index}", "netdev": f"net{index}", "mac": mac}
         if self._pcie:
             device["bus"] = f"rp{index}"
+        netdev: dict[str, Any] = {"type": "tap", "id": f"net{index}", "ifname": tap, "script": "no",
+                                  "downscript": "no"}
+        if os.path.exists("/dev/vhost-net"):  # the kernel moves the frames: no QEMU thread in the path
+            netdev["vhost"] = True
         try:
-            self._qmp(("netdev_add", {"type": "tap", "id": f"net{index}", "ifname": tap, "script": "no",
-                                      "downscript": "no"}),
-                      ("device_add", device))
+            self._qmp(("netdev_add", netdev), ("device_add", device))
         except HypervisorError:
             raise
         except Exception as e:  # noqa: BLE001 - QMP transport errors
