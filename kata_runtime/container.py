@@ -233,11 +233,13 @@ class _ContainerInVM:
         sandbox.save()
         sandbox.agent(c.id).create_container(c.id, guest.spec, guest_rootfs, [], self.no_pivot,
                                              guest.sandbox_sysctls)
+        phase("container_in_guest")
         tty = bool(c.process.get("terminal"))
         shim = _start_shim(c.id, c.id, sandbox, self.detach_shim, tty, self.console_socket,
                            c.process.get("args") or [], "create")
         c.shim = ProcRef.of(shim.pid)
         sandbox.save()
+        phase("shim_started")
         state = hook_state(c.id, "creating", shim.pid, c.bundle, c.annotations)
         for kind in CREATE_KINDS:
             run_hooks(kind, c.hooks, state, c.id, "create")
