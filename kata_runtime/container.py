@@ -432,8 +432,8 @@ def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:
         others = [k for k in rec.containers if k != cid]
         if others and sandbox.vm_alive():
             sandbox.remove_container(cid)  # the pod's VM stays for the others
-        else:
-            sandbox.destroy()  # the last container of the sandbox (or its VM is gone anyway)
+        else:  # the last container of the sandbox (or its VM is gone anyway)
+            sandbox.destroy(flush_guest=status is not Status.STOPPED)
         if cid != rec.id:
             ctx.store.release_member(cid)
     if c.hooks.get("poststop"):

@@ -345,7 +345,8 @@ class ChannelServer:
                 self._close_stream(st, notify=True)
                 return
             old: Stream | None = proc.session
-            if old is not None:  # a new shim takes over (the old one died)
+            if old is not None:  # a new shim takes over (the old one died): not an orphaned process
+                proc.session = None
                 self._close_stream(old, notify=True)
             st.proc = proc
             proc.session = st
@@ -353,6 +354,9 @@ class ChannelServer:
             st.open_outputs = {fd for fd in (proc.stdout_fd, proc.stderr_fd) if fd is not None}
             self.refresh(st)
             self._maybe_exit(proc)
+            return
+        if mtype == shimproto.START and st.proc is None:
+            self._start_request(st, payload.decode(errors="replace"))
             return
         attached = st.proc
         if attached is None:
@@ -373,6 +377,26 @@ class ChannelServer:
                     pass
         elif mtype == shimproto.RESIZE:
             self.containers.resize(attached, *shimproto.parse_resize(payload))
+
+    def _start_request(self, st: Stream, cid: str) -> None:
+        """START on a stream of its own (``kata-runtime start`` without gRPC): the OCI runtime's
+        start runs in a thread, the answer comes back through the loop."""
+        def work() -> None:
+            try:
+                self.containers.start(cid)
+                answer = (shimproto.READY, b"")
+            except AgentFailure as e:
+                answer = (shimproto.ERROR, str(e).encode())
+            except Exception as e:  # noqa: BLE001 - a bug: say what, keep serving
+                log.exception("start %s", cid)
+                answer = (shimproto.ERROR, f"agent internal error: {type(e).__name__}: {e}".encode())
+
+            def reply() -> None:
+                if self.streams.get(st.sid) is st:
+                    st.send_msg(*answer)
+            self.call_soon(reply)
+
+        threading.Thread(target=work, name=f"start-{cid}", daemon=True).start()
 
     def _detach(self, st: Stream) -> None:
         proc = st.proc

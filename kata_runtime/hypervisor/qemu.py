@@ -281,17 +281,12 @@ class QemuVM:
             raise HypervisorError(f"QMP cont failed: {e}") from None
 
     def stop(self, timeout: float = 3.0) -> None:
-        """QMP quit, then SIGTERM, then SIGKILL; returns when the process is gone."""
+        """SIGTERM (QEMU exits at once, as on QMP ``quit``, and the CLI need not import the QMP
+        client: 0.16 s), then SIGKILL; returns when the process is gone."""
         if not self.alive():
             return
         assert self.proc is not None
-        try:
-            self._qmp(("quit", {}))
-        except Exception:  # noqa: BLE001 - escalate below
-            pass
-        if self._wait_gone(timeout):
-            return
-        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             try:
                 os.kill(self.proc.pid, sig)
             except ProcessLookupError:

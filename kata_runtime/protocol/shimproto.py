@@ -27,6 +27,7 @@ STDIN = 2
 STDIN_EOF = 3
 SIGNAL = 4
 RESIZE = 5
+START = 6  # a request of its own stream (no HELLO): start container <payload>; answer READY or ERROR
 READY = 10
 STDOUT = 11
 STDERR = 12
@@ -50,6 +51,11 @@ def parse_hello(payload: bytes) -> tuple[str, str, bool]:
     """(container id, exec id, tty) from a HELLO payload; ValueError when malformed."""
     container, exec_id, tty = payload.split(b"\0")
     return container.decode(), exec_id.decode(), tty == b"1"
+
+
+def start_msg(container: str) -> bytes:
+    """The whole request of a START stream."""
+    return HELLO_MAGIC + encode(START, container.encode())
 
 
 def signal_msg(signo: int) -> bytes:
