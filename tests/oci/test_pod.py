@@ -89,3 +89,23 @@ def test_pod_vm_stays_until_its_last_container(kata: Kata, cid: str, bundle: Cal
     assert kata.ok("exec", c1, "echo", "still here").out == "still here\n"
     kata.ok("delete", "--force", c1)
     assert not sandbox_leftovers(kata.root, pod) and not our_leftovers(pod)
+
+
+def test_two_pods_two_vms(kata: Kata, cid: str, bundle: Callable[..., Path], request: Any) -> None:
+    """Containers of pod A never land in pod B's VM."""
+    pods = [f"{cid}-pa", f"{cid}-pb"]
+    members = [f"{cid}-ma", f"{cid}-mb"]
+    request.node.extra_ids = pods + members
+    for pod, member in zip(pods, members, strict=True):
+        kata.ok("create", "--bundle", str(_pod_bundle(bundle, ["sleep", "1000"], {CRI_TYPE: "sandbox"})), pod)
+        kata.ok("create", "--bundle", str(_pod_bundle(bundle, ["sleep", "1000"],
+                                                      {CRI_TYPE: "container", CRI_SANDBOX: pod})), member)
+        kata.ok("start", pod)
+        kata.ok("start", member)
+    boot = {c: kata.ok("exec", c, "cat", "/proc/sys/kernel/random/boot_id").out for c in pods + members}
+    assert boot[pods[0]] == boot[members[0]] and boot[pods[1]] == boot[members[1]]
+    assert boot[pods[0]] != boot[pods[1]]  # two VMs (cold boots: each its own boot id)
+    for c in members + pods:
+        kata.ok("delete", "--force", c)
+    for pod in pods:
+        assert not sandbox_leftovers(kata.root, pod) and not our_leftovers(pod)
