@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""TCP throughput and round-trip latency between the host and a container, kata beside runc.
+"""TCP throughput and round-trip latency between the host and a container, kata beside runc;
+and the throughput of a volume (a bind mount of a host directory: virtio-9p for kata).
 
     python benchmarks/network.py [--short] [--repeat N] [--mib M] [--json FILE] [--markdown FILE]
 
@@ -10,7 +11,9 @@ runs busybox ``nc`` servers; the host measures, interleaved runtime by runtime, 
 - host -> container: the host sends M MiB to the container's ``nc -l`` (which discards them) and
   waits for the close that follows EOF;
 - container -> host: ``exec`` of ``dd | nc`` in the container sends M MiB to a host listener;
-- round trip: the host's ``ping`` to the container (20 echo requests, 0.1 s apart), mean rtt.
+- round trip: the host's ``ping`` to the container (20 echo requests, 0.1 s apart), mean rtt;
+- volume: ``exec`` of ``dd`` writing M MiB (then ``sync``) to a bind-mounted host directory, and
+  reading it back (``dd`` to /dev/null; the host's page cache may hold it, as it would in use).
 
 With kata the path is veth -> tc mirred -> tap -> QEMU's virtio-net (no vhost-net here: every frame
 crosses QEMU's userspace) -> the guest's kernel, and TCG emulates the guest's CPU. Everything it
@@ -96,6 +99,10 @@ class Bench:
             for ns in spec["linux"]["namespaces"]:
                 if ns["type"] == "network":
                     ns["path"] = f"/run/netns/{self.netns[rt]}"
+            vol = self.work / f"vol-{rt}"
+            vol.mkdir()
+            spec["mounts"].append({"destination": "/vol", "type": "bind", "source": str(vol),
+                                   "options": ["rbind", "rw"]})
             (bundle / "config.json").write_text(json.dumps(spec))
             say(f"starting the {rt} container")
             argv = self.cmd(rt, "run", "--detach", "--bundle", str(bundle), self.ids[rt])
@@ -164,6 +171,25 @@ class Bench:
                 wall = time.monotonic() - t0
         return (got - len(first)) / (1 << 20) / wall if wall > 0 else 0.0
 
+    def volume(self, rt: str) -> tuple[float, float]:
+        """MiB/s written to and read from the bind-mounted host directory, through ``exec dd``."""
+        def timed(cmd: str) -> float:
+            t0 = time.monotonic()
+            r = subprocess.run(self.cmd(rt, "exec", self.ids[rt], "sh", "-c", cmd), stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"{rt}: {cmd}: {r.stderr.decode(errors='replace').strip()}")
+            return time.monotonic() - t0
+
+        base = timed("true")  # the exec itself, taken off both figures
+        write = timed(f"dd if=/dev/zero of=/vol/f bs=1048576 count={self.args.mib} 2>/dev/null && sync") - base
+        size = (self.work / f"vol-{rt}" / "f").stat().st_size
+        if size != self.args.mib << 20:
+            raise RuntimeError(f"{rt}: the host sees {size} bytes of the {self.args.mib} MiB written")
+        read = timed("dd if=/vol/f of=/dev/null bs=1048576 2>/dev/null") - base
+        (self.work / f"vol-{rt}" / "f").unlink()
+        return self.args.mib / max(write, 1e-3), self.args.mib / max(read, 1e-3)
+
     def rtt_ms(self, rt: str) -> float | None:
         out = subprocess.run([shutil.which("busybox") or "/bin/busybox", "ping", "-c", "20", "-i", "0.1", "-q",
                               self.addr(rt, False)], capture_output=True,
@@ -196,10 +222,12 @@ def render(res: dict[str, Any]) -> str:
 
     lines = [f"Host: {res['host']}; {res['date']}, {res['repeat']} repetition(s) of {res['mib']} MiB, "
              f"load average {res['load_start']} at start, {res['load_end']} at end.", "",
-             "| host ↔ container network | kata median | kata min…max | runc median | kata / runc |",
+             "| host ↔ container | kata median | kata min…max | runc median | kata / runc |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for key, label, unit in (("in", "TCP host → container", "MiB/s"), ("out", "TCP container → host", "MiB/s"),
-                             ("rtt", "ping round trip (mean of 20)", "ms")):
+                             ("rtt", "ping round trip (mean of 20)", "ms"),
+                             ("vol_w", "volume (bind mount; kata: 9p) write + sync", "MiB/s"),
+                             ("vol_r", "volume read", "MiB/s")):
         k, r = res["kata"][key], res["runc"][key]
         ratio = (k["median"] / r["median"]) if k["median"] and r["median"] else None
         lines.append(f"| {label} | {f(k['median'], unit)} | {f(k['min'], unit)} … {f(k['max'], unit)} | "
@@ -226,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                          time.gmtime()),
                            "host": f"{platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}",
                            "load_start": [round(x, 2) for x in os.getloadavg()]}
-    raw: dict[str, dict[str, list[float | None]]] = {rt: {"in": [], "out": [], "rtt": []} for rt in RUNTIMES}
+    raw: dict[str, dict[str, list[float | None]]] = {rt: {"in": [], "out": [], "rtt": [], "vol_w": [], "vol_r": []}
+                                                      for rt in RUNTIMES}
     try:
         bench.setup()
         for i in range(args.repeat):
@@ -235,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                 raw[rt]["in"].append(bench.host_to_container(rt))
                 raw[rt]["out"].append(bench.container_to_host(rt))
                 raw[rt]["rtt"].append(bench.rtt_ms(rt))
+                w, r = bench.volume(rt)
+                raw[rt]["vol_w"].append(w)
+                raw[rt]["vol_r"].append(r)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, RuntimeError, OSError) as e:
         detail = e.stderr.decode(errors="replace").strip() if isinstance(e, subprocess.CalledProcessError) and \
             e.stderr else str(e)
