@@ -180,14 +180,10 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
                         creator=ProcRef.of(os.getpid()), hooks=guest.hooks)
     made = _ContainerInVM(ctx, c, bundle, guest, no_pivot=no_pivot, detach_shim=detach_shim,
                           console_socket=console_socket)
-    if joins is not None:
-        shim = _join(ctx, made, joins)
-    else:
-        shim = _create_sandbox(ctx, made)
+    rec, shim = _join(ctx, made, joins) if joins is not None else _create_sandbox(ctx, made)
     if pid_file is not None:
         _write_pid_file(pid_file, shim.pid)
-    rec = ctx.store.load(ctx.store.sandbox_of(cid, "create"), "create")
-    return _to_state(rec, rec.containers[cid]), shim
+    return _to_state(rec, c), shim
 
 
 def _pod_to_join(ctx: _Context, cid: str, sid: str) -> SandboxRecord:
@@ -246,7 +242,7 @@ class _ContainerInVM:
         return shim
 
 
-def _create_sandbox(ctx: _Context, made: _ContainerInVM) -> subprocess.Popen[bytes]:
+def _create_sandbox(ctx: _Context, made: _ContainerInVM) -> tuple[SandboxRecord, subprocess.Popen[bytes]]:
     """A container that is its own sandbox: boot the VM, then make the container in it."""
     c = made.c
     cid = c.id
@@ -265,7 +261,7 @@ def _create_sandbox(ctx: _Context, made: _ContainerInVM) -> subprocess.Popen[byt
             c.status = Status.CREATED
             sandbox.save()
             phase("container_created")
-            return shim
+            return rec, shim
     except BaseException as e:
         try:
             sandbox.destroy()
@@ -276,7 +272,7 @@ def _create_sandbox(ctx: _Context, made: _ContainerInVM) -> subprocess.Popen[byt
         raise
 
 
-def _join(ctx: _Context, made: _ContainerInVM, sid: str) -> subprocess.Popen[bytes]:
+def _join(ctx: _Context, made: _ContainerInVM, sid: str) -> tuple[SandboxRecord, subprocess.Popen[bytes]]:
     """A container of a pod: make it in the pod's running VM."""
     from kata_runtime.network import netns
 
@@ -299,7 +295,7 @@ def _join(ctx: _Context, made: _ContainerInVM, sid: str) -> subprocess.Popen[byt
             c.status = Status.CREATED
             sandbox.save()
             phase("container_created")
-            return shim
+            return rec, shim
     except BaseException as e:
         if sandbox is not None:
             try:
