@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from kata_runtime import daemons
 from kata_runtime.config import Config, load_config
 from kata_runtime.errors import ContainerNotFound, InvalidArgument, InvalidState, KataError
+from kata_runtime.hostpaths import check_console_socket, check_pid_file, write_pid_file
 from kata_runtime.oci.state import ContainerState, Status
 from kata_runtime.phases import phase
 from kata_runtime.store import ContainerRecord, ExecRecord, ProcRef, SandboxRecord, SandboxStore
@@ -64,7 +65,7 @@ def current_status(rec: SandboxRecord, c: ContainerRecord) -> Status:
     if c.status in (Status.CREATED, Status.RUNNING, Status.PAUSED):
         if rec.qemu is None or not rec.qemu.alive():
             return Status.STOPPED
-        if c.status is not Status.PAUSED and (c.shim is None or not c.shim.alive()):
+        if c.shim is None or not c.shim.alive():  # also paused: KILL ends a frozen workload
             return Status.STOPPED
     return c.status
 
@@ -145,12 +146,6 @@ def _interruptible(cid: str, step: str) -> Iterator[None]:
             _signal.signal(s, h)
 
 
-def _write_pid_file(path: Path, pid: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(str(pid))
-    os.replace(tmp, path)
-
-
 # -- create ---------------------------------------------------------------------------------------
 
 def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None, console_socket: Path | None,
@@ -167,6 +162,7 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     process = bundle.spec.get("process") or {}
     tty = bool(process.get("terminal"))
     _check_terminal_flags(cid, "create", tty, console_socket, detach_shim)
+    _check_paths(cid, "create", pid_file, console_socket)
     joins = joins_sandbox(cid, bundle.spec)
     pod: SandboxRecord | None = None
     if joins is not None:
@@ -182,7 +178,12 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
                           console_socket=console_socket)
     rec, shim = _join(ctx, made, joins) if joins is not None else _create_sandbox(ctx, made)
     if pid_file is not None:
-        _write_pid_file(pid_file, shim.pid)
+        try:
+            write_pid_file(pid_file, shim.pid, cid, "create")
+        except KataError:
+            with contextlib.suppress(KataError):
+                delete(ctx.opts, cid, force=True)
+            raise
     return _to_state(rec, c), shim
 
 
@@ -334,6 +335,14 @@ def network_interfaces(opts: RuntimeOptions, cid: str) -> list[dict[str, Any]]:
     return [dict(e) for e in rec.endpoints]
 
 
+def _check_paths(cid: str, step: str, pid_file: Path | None, console_socket: Path | None) -> None:
+    """The engine's paths, checked before anything is made (see :mod:`kata_runtime.hostpaths`)."""
+    if pid_file is not None:
+        check_pid_file(pid_file, cid, step)
+    if console_socket is not None:
+        check_console_socket(console_socket, cid, step)
+
+
 def _check_terminal_flags(cid: str, step: str, tty: bool, console_socket: Path | None, detach: bool) -> None:
     """runc's rules: a detached terminal needs a console socket, a console socket needs a terminal."""
     if tty and detach and console_socket is None:
@@ -439,9 +448,11 @@ def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:
 
 
 def run(opts: RuntimeOptions, cid: str, bundle: Path, *, pid_file: Path | None = None,
-        console_socket: Path | None = None, detach: bool = False, no_pivot: bool = False) -> int:
-    """create + start; in the foreground wait for the workload, delete the container and return
-    its exit status (128+N when killed by signal N). Detached, return 0 once it runs."""
+        console_socket: Path | None = None, detach: bool = False, no_pivot: bool = False,
+        keep: bool = False) -> int:
+    """create + start; in the foreground wait for the workload, delete the container (unless
+    ``keep``: it stays, stopped, for ``delete``) and return its exit status (128+N when killed by
+    signal N). Detached, return 0 once it runs."""
     ctx = _Context(opts)
     _state, shim = _create(ctx, cid, bundle, pid_file=pid_file, console_socket=console_socket,
                            no_pivot=no_pivot, detach_shim=detach)
@@ -455,6 +466,8 @@ def run(opts: RuntimeOptions, cid: str, bundle: Path, *, pid_file: Path | None =
         return 0
     status = _wait_forwarding_signals(shim)
     phase("workload_exited")
+    if keep:
+        return status
     try:
         delete(opts, cid, force=True)
     except KataError as e:
@@ -492,6 +505,7 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
     ctx = _Context(opts)
     tty = bool(process.get("terminal"))
     _check_terminal_flags(cid, "exec", tty, console_socket, detach)
+    _check_paths(cid, "exec", pid_file, console_socket)
     if not process.get("args"):
         raise InvalidArgument("process args cannot be empty", container=cid, step="exec")
     exec_id = secrets.token_hex(8)
@@ -504,11 +518,16 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
         sandbox = ctx.sandbox(rec)
         sandbox.agent(cid).exec_process(cid, exec_id, guest_process(process))
         shim = _start_shim(cid, exec_id, sandbox, detach, tty, console_socket, process.get("args") or [], "exec")
+        if pid_file is not None:
+            try:
+                write_pid_file(pid_file, shim.pid, cid, "exec")
+            except KataError:
+                daemons.kill(ProcRef.of(shim.pid), graceful=False)  # its process goes with it
+                shim.wait()
+                raise
         if detach:
             c.execs[exec_id] = ExecRecord(exec_id, ProcRef.of(shim.pid))
             sandbox.save()
-        if pid_file is not None:
-            _write_pid_file(pid_file, shim.pid)
     if detach:
         return 0
     return _wait_forwarding_signals(shim)
@@ -559,15 +578,19 @@ def stats(opts: RuntimeOptions, cid: str) -> dict[str, Any] | None:
     return ctx.sandbox(rec).agent(cid).stats_container(cid)
 
 
-def ps(opts: RuntimeOptions, cid: str, fmt: str, ps_args: list[str]) -> str:
+def ps(opts: RuntimeOptions, cid: str, fmt: str, ps_args: list[str]) -> str | None:
     """``runc ps``. JSON: the HOST pids that stand for the container's processes, i.e. the
     kata-shims of its init and of its running execs (engines read these pids as host processes:
     dockerd's ``top`` filters the host's ``ps`` by them, and each shim's command line ends with
     the command it runs in the guest). Table: the guest's ps output for the container's
-    processes (``ps_args`` are busybox ps's, e.g. ``-o pid,args``)."""
+    processes (``ps_args`` are busybox ps's, e.g. ``-o pid,args``). None for a stopped container:
+    it has no process (runc prints an empty table then)."""
     ctx = _Context(opts)
     rec, c = _load_container(ctx.store, cid, "ps")
-    if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
+    status = current_status(rec, c)
+    if status is Status.STOPPED:
+        return None
+    if status is Status.CREATING:
         raise InvalidState("container not running", container=cid, step="ps")
     if fmt == "json":
         import json

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import click
 
 from kata_runtime.cli.command import absolute, optional_path, pass_opts, runc_command
+from kata_runtime.errors import InvalidArgument
 from kata_runtime.oci.spec import validate_id
 
 if TYPE_CHECKING:
     from kata_runtime.container import RuntimeOptions
-
-log = logging.getLogger(__name__)
 
 BUNDLE_HELP = "path to the root of the bundle directory, defaults to the current directory"
 CONSOLE_HELP = ("path to an AF_UNIX socket which will receive a file descriptor referencing the "
@@ -22,14 +20,19 @@ PIDFILE_HELP = "specify the file to write the process id to"
 NOPIVOT_HELP = ("do not use pivot root to jail process inside rootfs.  This should be used whenever "
                 "the rootfs is on top of a ramdisk")
 KEYRING_HELP = "do not create a new session keyring for the container (accepted, no effect in a VM)"
-PRESERVE_FDS_HELP = ("Pass N additional file descriptors to the container (accepted; extra "
-                     "descriptors cannot cross into the VM and are not passed)")
+PRESERVE_FDS_HELP = ("Pass N additional file descriptors to the container (stdio + N); only 0: "
+                     "descriptors cannot cross into the VM")
 
 
-def ignore_preserve_fds(n: int) -> None:
-    """--preserve-fds is accepted for the engines' sake; say in the log that it has no effect."""
+def refuse_preserve_fds(n: int, cid: str, step: str) -> None:
+    """``--preserve-fds N``: runc hands its fds 3..3+N-1 to the process. The process runs in the
+    guest and only stdio is carried there (by its kata-shim), so N > 0 is refused rather than
+    dropped: a process that was promised fd 3 would read or write something else."""
+    if n < 0:
+        raise InvalidArgument(f"invalid value \"{n}\" for flag -preserve-fds", container=cid, step=step)
     if n:
-        log.warning("--preserve-fds=%d ignored: file descriptors cannot be passed into the VM", n)
+        raise InvalidArgument(f"--preserve-fds {n}: file descriptors cannot be passed into the VM (only "
+                              "stdin, stdout and stderr reach the process)", container=cid, step=step)
 
 
 @runc_command("create", short_help="create a container")
@@ -49,6 +52,6 @@ def create(opts: RuntimeOptions, container_id: str, bundle: str, console_socket:
     from kata_runtime import container
 
     validate_id(container_id)
-    ignore_preserve_fds(preserve_fds)
+    refuse_preserve_fds(preserve_fds, container_id, "create")
     container.create(opts, container_id, absolute(bundle), pid_file=optional_path(pid_file),
                      console_socket=optional_path(console_socket), no_pivot=no_pivot)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kata_runtime.cli.command import optional_path, pass_opts, runc_command
-from kata_runtime.cli.create import CONSOLE_HELP, PIDFILE_HELP, PRESERVE_FDS_HELP, ignore_preserve_fds
+from kata_runtime.cli.create import CONSOLE_HELP, PIDFILE_HELP, PRESERVE_FDS_HELP, refuse_preserve_fds
 from kata_runtime.errors import InvalidArgument, KataError
 from kata_runtime.oci.spec import validate_id
 
@@ -133,7 +133,7 @@ def exec_(opts: RuntimeOptions, container_id: str, command: tuple[str, ...], con
 
     try:
         validate_id(container_id)
-        ignore_preserve_fds(preserve_fds)
+        refuse_preserve_fds(preserve_fds, container_id, "exec")
         if process_file:
             process = load_process_file(process_file)
         else:

@@ -7,7 +7,10 @@ level=error msg="container does not exist"``. Nothing ever goes to syslog: there
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 import sys
 import time
 from typing import IO, Any
@@ -92,6 +95,19 @@ class LogrusFormatter(logging.Formatter):
                            {"source": record.name})
 
 
+def _open_append(path: str) -> IO[str]:
+    """``path`` opened for appending, as runc opens ``--log`` (created, not truncated). A FIFO that
+    no process reads is an error here, where runc would block on it forever."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno == errno.ENXIO and stat.S_ISFIFO(os.stat(path).st_mode):
+            raise OSError(errno.ENXIO, "a FIFO that no process reads") from None
+        raise
+    os.set_blocking(fd, True)  # a full pipe to a reader waits for it, as runc's writes do
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class LogTarget:
     """Where ``--log``/``--log-format`` send log lines: a file (appended) or stderr."""
 
@@ -114,7 +130,7 @@ class LogTarget:
             else:
                 assert self.path is not None
                 try:
-                    self._stream = open(self.path, "a", encoding="utf-8")  # kept open until exit
+                    self._stream = _open_append(self.path)  # kept open until exit
                 except OSError as e:
                     self._stream = sys.stderr
                     raise KataError(f"open {self.path}: {(e.strerror or str(e)).lower()}") from None

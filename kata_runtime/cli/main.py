@@ -6,11 +6,16 @@ An error is one line on stderr, ``kata-runtime: <message>``, and the exit status
 is appended to FILE as a logrus line (``--log-format json``: ``{"level":"error","msg":...}``),
 which containerd reads back to show the user. A bug is one line too; its traceback goes to the
 log only with ``--debug``.
+
+``--debug`` adds debug lines, as runc's: to stderr, or to ``--log`` in its format. They name the
+command line, the phases of create and start (with their times), and the exit status.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,6 +58,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # The log target of the current invocation, once the global flags are parsed.
 _log_target: LogTarget | None = None
+# The arguments of the current invocation (for the debug log).
+_argv: list[str] = []
+log = logging.getLogger("kata_runtime.cli")
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -97,6 +105,7 @@ def cli(ctx: click.Context, debug: bool, log_file: str, log_format: str, root: s
         target.stream()  # created now, as runc does, even if nothing goes wrong
     _log_target = target
     setup_logging(target, debug)
+    log.debug("%s %s (pid %d)", PROG, shlex.join(_argv), os.getpid())
     ctx.obj = CliState(root=root, kata_config=kata_config, debug=debug,
                        systemd_cgroup=systemd_cgroup, log=target)
     if ctx.invoked_subcommand is None:
@@ -161,9 +170,20 @@ def _report(msg: str, code: int) -> int:
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the exit status (never raises, never prints a traceback)."""
-    global _log_target
+    global _log_target, _argv
     _log_target = None
-    args = list(sys.argv[1:] if argv is None else argv)
+    _argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _dispatch(_argv)
+        if _log_target is not None:
+            log.debug("exit status %d", code)
+        return code
+    finally:
+        logging.shutdown()
+
+
+def _dispatch(args: list[str]) -> int:
+    """The command's exit status; every error becomes its one line here."""
     try:
         rv: Any = cli.main(args=args, prog_name=PROG, standalone_mode=False)
     except click.UsageError as e:
@@ -181,13 +201,11 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as e:  # a bug: one line for the user, the traceback to the log with --debug
         msg = f"internal error: {type(e).__name__}: {e}"
-        if _log_target is not None and logging.getLogger("kata_runtime").isEnabledFor(logging.DEBUG):
+        if _log_target is not None and log.isEnabledFor(logging.DEBUG):
             import traceback
 
-            logging.getLogger("kata_runtime.cli").debug("%s\n%s", msg, traceback.format_exc().rstrip())
+            log.debug("%s\n%s", msg, traceback.format_exc().rstrip())
         return _report(msg, 1)
-    finally:
-        logging.shutdown()
     if isinstance(rv, bool) or not isinstance(rv, int):
         return 0
     return rv

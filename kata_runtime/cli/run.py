@@ -14,7 +14,7 @@ from kata_runtime.cli.create import (
     NOPIVOT_HELP,
     PIDFILE_HELP,
     PRESERVE_FDS_HELP,
-    ignore_preserve_fds,
+    refuse_preserve_fds,
 )
 from kata_runtime.oci.spec import validate_id
 
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 @click.option("--bundle", "-b", default=".", help=BUNDLE_HELP)
 @click.option("--console-socket", default="", help=CONSOLE_HELP)
 @click.option("--detach", "-d", is_flag=True, help="detach from the container's process")
-@click.option("--keep", is_flag=True,
-              help="do not delete the container after it exits (not supported in the foreground)")
+@click.option("--keep", is_flag=True, help="do not delete the container after it exits")
 @click.option("--pid-file", default="", help=PIDFILE_HELP)
 @click.option("--no-subreaper", is_flag=True, help="disable the use of the subreaper (accepted, no effect)")
 @click.option("--no-pivot", is_flag=True, help=NOPIVOT_HELP)
@@ -39,14 +38,12 @@ def run(opts: RuntimeOptions, container_id: str, bundle: str, console_socket: st
         keep: bool, pid_file: str, no_subreaper: bool, no_pivot: bool, no_new_keyring: bool,
         preserve_fds: int) -> int:
     """Create an instance of a container for a bundle and start it. In the foreground, wait for
-    it, delete it and exit with its status (128+N when killed by signal N)."""
+    it, delete it (with --keep it stays, stopped, until "kata-runtime delete") and exit with its
+    status (128+N when killed by signal N)."""
     from kata_runtime import container
-    from kata_runtime.errors import InvalidArgument
 
     validate_id(container_id)
-    if keep and not detach:
-        raise InvalidArgument("--keep is not supported", container=container_id, step="run")
-    ignore_preserve_fds(preserve_fds)
+    refuse_preserve_fds(preserve_fds, container_id, "run")
     return container.run(opts, container_id, absolute(bundle), pid_file=optional_path(pid_file),
                          console_socket=optional_path(console_socket), detach=detach,
-                         no_pivot=no_pivot)
+                         no_pivot=no_pivot, keep=keep)

@@ -1,4 +1,5 @@
-"""``kata-runtime spec``: write runc's starter ``config.json`` (``runc spec``, byte for byte)."""
+"""``kata-runtime spec``: write runc's starter ``config.json`` (``runc spec``, byte for byte; with
+``--rootless``, runc's but with the network namespace kept)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,12 @@ def example_spec() -> dict[str, Any]:
 
 
 def to_rootless(spec: dict[str, Any], uid: int, gid: int) -> dict[str, Any]:
-    """runc's specconv.ToRootless: a user namespace mapping ``uid``/``gid`` to root, no network
-    namespace, /sys bind-mounted, no uid=/gid= mount options, no cgroup resources."""
+    """runc's specconv.ToRootless but for the network: a user namespace mapping ``uid``/``gid``
+    to root, /sys bind-mounted, no uid=/gid= mount options, no cgroup resources. runc also drops
+    the network namespace, so that the container shares the host's network (a rootless runc cannot
+    make one); a VM always has a network of its own, and we refuse a spec without one, so it stays."""
     linux = spec["linux"]
-    namespaces = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "user")]
+    namespaces = [ns for ns in linux["namespaces"] if ns["type"] != "user"]
     namespaces.append({"type": "user"})
     mounts = []
     for m in spec["mounts"]:

@@ -29,7 +29,8 @@ class Status(enum.StrEnum):
         return self in (Status.CREATED, Status.STOPPED)
 
     def can_exec(self) -> bool:
-        return self is Status.RUNNING
+        """runc execs into a created container too: the process joins its namespaces before start."""
+        return self in (Status.CREATED, Status.RUNNING)
 
     def can_pause(self) -> bool:
         return self is Status.RUNNING

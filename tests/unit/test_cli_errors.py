@@ -64,8 +64,8 @@ def test_unexpected_exception_traceback_goes_to_the_log_with_debug(run_cli, fake
     r = run_cli("--debug", "--log", str(log), "--log-format", "json", "kill", "c1")
     assert r.stderr == "kata-runtime: internal error: ZeroDivisionError: division by zero\n"
     entries = [json.loads(x) for x in log.read_text().splitlines()]
-    assert [e["level"] for e in entries] == ["debug", "error"]
-    assert "Traceback" in entries[0]["msg"] and "ZeroDivisionError" in entries[0]["msg"]
+    assert [e["level"] for e in entries] == ["debug", "debug", "error", "debug"]
+    assert "Traceback" in entries[1]["msg"] and "ZeroDivisionError" in entries[1]["msg"]
 
 
 def test_state_prints_runc_json(run_cli, fake_lib) -> None:

@@ -10,7 +10,7 @@ LEGAL = {
     "can_start": {Status.CREATED},
     "can_kill": {Status.CREATED, Status.RUNNING, Status.PAUSED},
     "can_delete": {Status.CREATED, Status.STOPPED},
-    "can_exec": {Status.RUNNING},
+    "can_exec": {Status.CREATED, Status.RUNNING},
     "can_pause": {Status.RUNNING},
     "can_resume": {Status.PAUSED},
 }
