@@ -155,7 +155,7 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
 
     validate_id(cid)
     try:
-        bundle = load_bundle(bundle_path, cid)
+        bundle = load_bundle(bundle_path, cid, no_pivot=no_pivot)  # runc's refusals among them
     except KataError as e:
         e.step = e.step or "create"
         raise

@@ -35,13 +35,19 @@ CRI annotations               ``io.kubernetes.cri.container-type: container`` wi
                               does on cgroup v2 (docker still sends it)
 ``linux.cgroupsPath``         guest: the same path (systemd ``slice:prefix:name`` and empty become
                               ``/kata/<id>``)
-labels, AppArmor profile      ignored: the guest has neither (as runc on a host without them)
+labels, AppArmor profile      ignored: the guest has neither (where the host has none, runc 1.1
+                              refuses them, and so does :mod:`kata_runtime.oci.validate`)
+what runc 1.1 ignores         the same (:func:`.validate.runc_lenience`: unknown capabilities,
+                              id mappings without a user namespace, ``intelRdt.closID`` alone,
+                              relative mount destinations), with a warning in the log
+``linux.seccomp``             guest, as is; ``SCMP_ACT_NOTIFY`` refused (its agent is on the host)
 ============================  =====================================================================
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -49,6 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from kata_runtime.errors import BundleError
+from kata_runtime.oci.validate import SECCOMP_NOTIFY, check_bind_source, check_namespace_path, runc_lenience
+
+log = logging.getLogger(__name__)
 
 GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"
 GUEST_NS_DIR = "/run/kata-containers/ns"  # <container>/<type>: the agent's links to its namespaces
@@ -147,8 +156,7 @@ def _network(cid: str, namespaces: list[dict[str, Any]]) -> NetworkRequest:
                            "stack (docker --net=host), which a VM cannot do")
     path = net[0].get("path") or None
     if path is not None:
-        if not os.path.exists(path):
-            raise _refuse(cid, f"linux.namespaces: network namespace {path} does not exist")
+        check_namespace_path(cid, "network", path)
         if netns.is_host(path):
             raise _refuse(cid, f"linux.namespaces: network namespace {path} is the host's: a VM cannot share "
                                "the host's network stack")
@@ -163,6 +171,9 @@ def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path,
     container's id."""
     out = GuestSpec(spec=copy.deepcopy(spec), sandbox_id=joins_sandbox(cid, spec))
     g = out.spec
+    for note in runc_lenience(g):  # what runc 1.1 accepts and ignores, the guest's crun would refuse
+        log.warning("create %s: %s", cid, note)
+    _refuse_seccomp_notify(cid, g)
     g.setdefault("root", {})["path"] = guest_rootfs(cid)
     out.hooks = {k: list(v) for k, v in (g.pop("hooks", None) or {}).items() if v}
 
@@ -203,6 +214,13 @@ def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path,
     return out
 
 
+def _refuse_seccomp_notify(cid: str, spec: dict[str, Any]) -> None:
+    seccomp = (spec.get("linux") or {}).get("seccomp") or {}
+    if any(call.get("action") == SECCOMP_NOTIFY for call in seccomp.get("syscalls") or []):
+        raise _refuse(cid, "linux.seccomp: SCMP_ACT_NOTIFY is not supported: its seccomp agent (listenerPath) is "
+                           "on the host and the container in a VM")
+
+
 def _peer_namespace(cid: str, kind: str, path: str, peers: dict[int, str]) -> str:
     """The guest path of the namespace that host ``path`` names: one of a container of the same
     sandbox (by its shim's pid), else refused."""
@@ -240,11 +258,7 @@ def _mount(cid: str, i: int, m: dict[str, Any], bundle: Path, shares: list[Share
         raise _refuse(cid, f"{where}: a {fstype or 'mount without a type'} from {m.get('source', '')!r} cannot be "
                            "mounted in the VM (only bind mounts and kernel filesystems can)")
     source = m.get("source") or ""
-    if not source:
-        raise _refuse(cid, f"{where}: bind mount without a source")
-    host_path = os.path.realpath(source if os.path.isabs(source) else bundle / source)
-    if not os.path.exists(host_path):
-        raise _refuse(cid, f"{where}: bind mount source {source} does not exist")
+    host_path = check_bind_source(cid, where, source, bundle)
     options = list(m.get("options") or [])
     if dest == "/dev/shm" and os.path.isdir(host_path):
         size = _tmpfs_size(host_path)

@@ -1,6 +1,7 @@
 """OCI bundles: load and validate ``config.json``; container ids and signal names as runc reads them.
 
-Validation uses the runtime-spec JSON schemas (draft-04) shipped in ``kata_runtime/oci-spec/``.
+Validation uses the runtime-spec JSON schemas (draft-04) shipped in ``kata_runtime/oci-spec/``
+for the structure, then :mod:`kata_runtime.oci.validate` for what runc 1.1 refuses in it.
 ``jsonschema`` costs about 0.1 s to import, so it is imported only when a bundle is loaded
 (``create``/``run``), never by the other commands, and the validator is built once per process.
 """
@@ -88,6 +89,10 @@ def schema_validator() -> Validator:
         resources = []
         for f in sorted(SCHEMA_DIR.glob("*.json")):
             contents = json.loads(f.read_text())
+            if f.name == "defs-linux.json":
+                # The schema's enum lacks the recursive values that runc 1.1 takes (and docker
+                # sends): oci.validate checks rootfsPropagation against runc's list.
+                contents["definitions"]["RootfsPropagation"] = {"type": "string"}
             resources.append((f.name, Resource.from_contents(contents, default_specification=DRAFT4)))
         registry: Registry[Any] = Registry().with_resources(resources)
         _validator = Draft4Validator({"$ref": ROOT_SCHEMA}, registry=registry)
@@ -113,10 +118,11 @@ def validate_spec(spec: Any) -> str | None:
     return f"{err.json_path}: {_short(err.message)}"
 
 
-def load_bundle(bundle: Path, cid: str) -> Bundle:
+def load_bundle(bundle: Path, cid: str, *, no_pivot: bool = False) -> Bundle:
     """Read and validate ``<bundle>/config.json``; raise :class:`BundleError` naming ``cid`` and
     the cause (missing bundle or file, bad JSON with line and column, schema error with its
-    JSON path, missing root.path or rootfs)."""
+    JSON path, missing root.path or rootfs, and what runc 1.1 refuses: :func:`.validate.validate`,
+    which ``no_pivot`` (``create --no-pivot``) informs)."""
     path = Path(os.path.abspath(bundle))
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
@@ -144,4 +150,7 @@ def load_bundle(bundle: Path, cid: str) -> Bundle:
     if not rootfs.is_dir():
         what = "is not a directory" if rootfs.exists() else "does not exist"
         raise BundleError(f"rootfs {rootfs} {what}", container=cid)
+    from kata_runtime.oci.validate import validate
+
+    validate(cid, spec, path, rootfs, no_pivot=no_pivot)
     return Bundle(path=path, spec=spec, rootfs=rootfs)
