@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kata_runtime.errors import ConfigError
+from kata_runtime.network import MODELS
 
 SEARCH_PATHS = (
     Path("/etc/kata-containers/configuration.toml"),
@@ -47,7 +48,7 @@ class AgentConfig:
 @dataclass
 class RuntimeConfig:
     enable_debug: bool = False
-    internetworking_model: str = "tcfilter"
+    internetworking_model: str = "tcfilter"  # tcfilter | macvtap | none (kata_runtime.network)
 
 
 @dataclass
@@ -120,9 +121,9 @@ def load_config(explicit: Path | None = None) -> Config:
     _fill(cfg.netmon, data.get("netmon", {}), f"{path} [netmon]")
     cfg.proxy_path = str(data.get("proxy", {}).get("kata", {}).get("path", ""))
     cfg.shim_path = str(data.get("shim", {}).get("kata", {}).get("path", ""))
-    if cfg.runtime.internetworking_model not in ("tcfilter", "none"):
-        raise ConfigError(f"{path}: [runtime] internetworking_model must be tcfilter or none (macvtap is not "
-                          f"supported), not {cfg.runtime.internetworking_model!r}")
+    if cfg.runtime.internetworking_model not in MODELS:
+        raise ConfigError(f"{path}: [runtime] internetworking_model must be {', '.join(MODELS)}, not "
+                          f"{cfg.runtime.internetworking_model!r}")
     if cfg.hypervisor.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"{path}: [hypervisor.qemu] accel must be auto, kvm or tcg")
     return cfg

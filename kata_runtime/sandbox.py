@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kata_runtime import daemons, mounts
 from kata_runtime.config import Config
@@ -111,7 +111,14 @@ class Sandbox:
     # -- lifecycle --------------------------------------------------------------------------------
     def setup_network(self, req: NetworkRequest) -> None:
         """Settle the sandbox's network namespace on the host: the engine's, or a new one that
-        the sandbox owns (docker gives no path: its prestart hook moves the veth into it)."""
+        the sandbox owns (docker gives no path: its prestart hook moves the veth into it).
+        An internetworking model this host cannot do is refused first."""
+        if self.cfg.runtime.internetworking_model == "macvtap":
+            from kata_runtime.network import macvtap
+
+            why = macvtap.missing()
+            if why:
+                raise KataError(f"internetworking_model macvtap: {why}", container=self.id, step="create")
         if req.path:
             self.rec.netns, self.rec.netns_owned = req.path, False
             self.save()
@@ -205,33 +212,34 @@ class Sandbox:
 
     def connect_network(self) -> list[str]:
         """Follow the sandbox's network namespace: connect every interface there that is not
-        connected yet (``tcfilter``: a tap, tc redirects both ways, a hotplugged NIC with the same
-        MAC, the guest told its addresses and MTU), disconnect the ones that went, then set the
+        connected yet (a device of the internetworking model, a hotplugged NIC with the same MAC,
+        the guest told its addresses and MTU), disconnect the ones that went, then set the
         routes. Run after the prestart hooks (when docker's veth arrives) and by ``kata-network
-        sync`` (kata-netmon: ``docker network connect``). Returns the interfaces connected now."""
+        sync`` (kata-netmon: ``docker network connect``). Returns the interfaces connected now.
+
+        Each endpoint is recorded before anything of it is made, so that :meth:`destroy` can undo
+        what a killed runtime made; one that fails is undone at once (the VM, the namespace and
+        the record are left as they were) and the error goes up."""
         model = self.cfg.runtime.internetworking_model
         if not self.rec.netns or model == "none":
             return []
-        from kata_runtime.network import tcfilter
+        from kata_runtime import network
+        from kata_runtime.network.endpoints import TAP_SUFFIX, Endpoint, scan
 
         try:
-            found, routes = tcfilter.scan(self.rec.netns)
+            found, routes = scan(self.rec.netns)
         except OSError as e:
             raise KataError(f"network: cannot read the network namespace {self.rec.netns}: {e}", container=self.id,
                             step="create") from None
         vm = self.vm()
         present = {ep.name: ep for ep in found}
         for d in list(self.rec.endpoints):
-            ep = tcfilter.Endpoint.from_json(d)
-            if present.get(ep.name) is not None and present[ep.name].mac == ep.mac:
+            ep = Endpoint.from_json(d)
+            now = present.get(ep.name)
+            if now is not None and now.mac in (ep.mac, ep.veth_mac):
                 continue
             vm.unplug_nic(ep.index)  # the engine took its interface away: so goes the guest's
-            try:
-                tcfilter.detach(self.rec.netns, ep)
-            except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
-                log.warning("sandbox %s: removing %s: %s", self.id, ep.tap, e)
-            self.rec.endpoints.remove(d)
-            self.save()
+            self._drop_endpoint(d, gone=True)
         known = {ep["name"] for ep in self.rec.endpoints}
         connected = []
         for ep in found:
@@ -239,22 +247,56 @@ class Sandbox:
                 continue
             used = {e["index"] for e in self.rec.endpoints}
             ep.index = next(i for i in range(len(used) + 1) if i not in used)
-            ep.tap = f"tap{ep.index}{tcfilter.TAP_SUFFIX}"
-            self.rec.endpoints.append(ep.to_json())
-            self.save()  # first: destroy() must find the tap whatever happens next
+            ep.tap = f"tap{ep.index}{TAP_SUFFIX}"
+            net = network.model(model)
+            net.prepare(ep, routes)
+            record = ep.to_json()
+            self.rec.endpoints.append(record)
+            self.save()  # first: destroy() must find what of it exists whatever happens next
+            plugged = False
             try:
-                tcfilter.attach(self.rec.netns, ep)
-            except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
-                raise KataError(f"network: cannot connect {ep.name} to the VM: {e}", container=self.id,
-                                step="create") from None
-            vm.hotplug_nic(ep.index, ep.tap, ep.mac)
-            self.agent().update_interface(ep.name, ep.mac, ep.mtu,
-                                          [(a.address, a.prefix, a.family) for a in ep.addresses])
+                try:
+                    fd = net.attach(self.rec.netns, ep)
+                except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
+                    raise KataError(f"network: cannot connect {ep.name} to the VM ({model}): {e}", container=self.id,
+                                    step="create") from None
+                try:
+                    network.run_test_hook(self.rec.netns, ep.tap)
+                    vm.hotplug_nic(ep.index, ep.tap, ep.mac, fd=fd)
+                    plugged = True
+                finally:
+                    if fd is not None:
+                        os.close(fd)  # QEMU has its own
+                self.agent().update_interface(ep.name, ep.mac, ep.mtu,
+                                              [(a.address, a.prefix, a.family) for a in ep.addresses])
+            except BaseException:
+                if plugged:
+                    with contextlib.suppress(KataError):
+                        vm.unplug_nic(ep.index)
+                self._drop_endpoint(record, gone=False)
+                raise
             connected.append(ep.name)
             phase("network_connected")
         if found:
-            self.agent().update_routes([vars(r) for r in routes])
+            self.agent().update_routes([r.for_guest() for r in routes])
         return connected
+
+    def _drop_endpoint(self, record: dict[str, Any], gone: bool) -> None:
+        """Undo an endpoint's device in the namespace and forget it. If that fails, the failure
+        is logged and the endpoint stays recorded (a later delete tries again), unless its
+        interface is ``gone`` from the namespace (the VM let go of it: nothing is left to retry)."""
+        from kata_runtime import network
+        from kata_runtime.network.endpoints import Endpoint
+
+        ep = Endpoint.from_json(record)
+        try:
+            network.model(ep.model).detach(self.rec.netns, ep)
+        except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
+            log.warning("sandbox %s: removing %s from %s: %s", self.id, ep.tap, self.rec.netns, e)
+            if not gone:
+                return
+        self.rec.endpoints.remove(record)
+        self.save()
 
     def start_netmon(self, runtime: str, config: str) -> None:
         """With ``[netmon] enable_netmon``: kata-netmon follows the namespace from now on."""
@@ -267,16 +309,19 @@ class Sandbox:
         self.save()
 
     def _disconnect_network(self, errors: list[str]) -> None:
-        """Remove our taps and tc filters from the namespace (after QEMU let go of the taps)."""
+        """Remove our devices from the namespace and give its interfaces back what the model
+        took (after QEMU let go of the taps)."""
         if not self.rec.endpoints or not self.rec.netns or not os.path.exists(self.rec.netns):
             return
-        from kata_runtime.network import tcfilter
+        from kata_runtime import network
+        from kata_runtime.network.endpoints import Endpoint
 
         for d in self.rec.endpoints:
+            ep = Endpoint.from_json(d)
             try:
-                tcfilter.detach(self.rec.netns, tcfilter.Endpoint.from_json(d))
+                network.model(ep.model).detach(self.rec.netns, ep)
             except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
-                errors.append(f"cannot remove {d.get('tap')} from {self.rec.netns}: {e}")
+                errors.append(f"cannot remove {ep.tap} ({ep.model}) from {self.rec.netns}: {e}")
 
     def share_rootfs(self, cid: str, rootfs: Path, readonly: bool) -> tuple[str, str]:
         """Bind the container's rootfs into the shared directory: (host mount, guest path)."""

@@ -47,7 +47,8 @@ class Hypervisor(Protocol):
 
     def resume(self) -> None: ...
 
-    def hotplug_nic(self, index: int, tap: str, mac: str) -> None:
-        """Plug a NIC with MAC ``mac`` backed by tap device ``tap`` into slot ``index``."""
+    def hotplug_nic(self, index: int, tap: str, mac: str, fd: int | None = None) -> None:
+        """Plug a NIC with MAC ``mac`` into slot ``index``, backed by tap device ``tap`` (or, with
+        ``fd``, by that open tap: the VM takes its own copy)."""
 
     def unplug_nic(self, index: int) -> None: ...

@@ -7,6 +7,7 @@ argv, missing files) are read from the launch's stderr; later ones from the cons
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -192,15 +193,18 @@ class QemuVM:
             return ""
         return " | ".join(line.strip() for line in text[-lines:] if line.strip())
 
-    def _qmp(self, *commands: tuple[str, dict[str, Any]], wait_status: str = "") -> None:
+    def _qmp(self, *commands: tuple[str, dict[str, Any]], wait_status: str = "", send_fd: int | None = None) -> None:
         """Run QMP commands in order on one connection; with ``wait_status``, then poll
-        ``query-migrate`` until the migration is no longer active (and fail if it failed)."""
+        ``query-migrate`` until the migration is no longer active (and fail if it failed).
+        ``send_fd`` goes to QEMU (SCM_RIGHTS) right before the ``getfd`` command that names it."""
         from qemu.qmp.legacy import QEMUMonitorProtocol
 
         mon = QEMUMonitorProtocol(str(self.paths.qmp))
         try:
             mon.connect(negotiate=True)
             for name, args in commands:
+                if name == "getfd" and send_fd is not None:
+                    mon.send_fd_scm(send_fd)
                 reply = mon.cmd(name, **args)
                 if isinstance(reply, dict) and "error" in reply:
                     raise HypervisorError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
@@ -241,23 +245,34 @@ class QemuVM:
                   ("migrate-incoming", {"uri": f"exec:cat {state}"}), wait_status="restore")
         self._qmp(("cont", {}))
 
-    def hotplug_nic(self, index: int, tap: str, mac: str) -> None:
-        """Plug a virtio-net NIC backed by tap ``tap`` (opened by name: QEMU runs in the tap's
-        network namespace) into hotplug slot ``index``."""
+    def hotplug_nic(self, index: int, tap: str, mac: str, fd: int | None = None) -> None:
+        """Plug a virtio-net NIC with MAC ``mac`` into hotplug slot ``index``, backed by tap ``tap``:
+        opened by QEMU by name (it runs in the tap's network namespace), or, with ``fd``, that open
+        tap (a macvtap's character device), handed over with QMP ``getfd``. All or nothing: what
+        was plugged before a step failed is taken out again."""
         if not 0 <= index < HOTPLUG_PORTS:
             raise HypervisorError(f"no free hotplug slot for a network interface (at most {HOTPLUG_PORTS})")
         device: dict[str, Any] = {"driver": "virtio-net-pci", "id": f"nic{index}", "netdev": f"net{index}", "mac": mac}
         if self._pcie:
             device["bus"] = f"rp{index}"
-        netdev: dict[str, Any] = {"type": "tap", "id": f"net{index}", "ifname": tap, "script": "no",
-                                  "downscript": "no"}
+        netdev: dict[str, Any] = {"type": "tap", "id": f"net{index}"}
+        steps: list[tuple[str, dict[str, Any]]] = []
+        if fd is None:
+            netdev.update(ifname=tap, script="no", downscript="no")
+        else:
+            steps.append(("getfd", {"fdname": f"fd{index}"}))
+            netdev["fd"] = f"fd{index}"
         if os.path.exists("/dev/vhost-net"):  # the kernel moves the frames: no QEMU thread in the path
             netdev["vhost"] = True
+        steps += [("netdev_add", netdev), ("device_add", device)]
         try:
-            self._qmp(("netdev_add", netdev), ("device_add", device))
-        except HypervisorError:
-            raise
-        except Exception as e:  # noqa: BLE001 - QMP transport errors
+            self._qmp(*steps, send_fd=fd)
+        except Exception as e:  # noqa: BLE001 - QMP transport errors too
+            for undo in (("netdev_del", {"id": f"net{index}"}), ("closefd", {"fdname": f"fd{index}"})):
+                with contextlib.suppress(Exception):  # not there: that step had not been done
+                    self._qmp(undo)
+            if isinstance(e, HypervisorError):
+                raise
             raise HypervisorError(f"QMP hotplug of {tap} failed: {e}") from None
 
     def unplug_nic(self, index: int) -> None:

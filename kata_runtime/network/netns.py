@@ -4,7 +4,8 @@ A namespace the runtime makes is pinned by a bind mount of the making thread's
 ``/proc/thread-self/ns/net`` onto a file under :data:`NETNS_DIR` (where ``ip netns`` looks, so an
 operator can ``ip netns exec`` into it). Entering one is ``setns(2)`` on the calling thread only:
 a child started from that thread (QEMU, a kata-shim) is born in the namespace, the rest of the
-runtime stays where it was.
+runtime stays where it was. :func:`open_device` opens the character device of a network device
+of a namespace (a macvtap's ``/dev/tapN``) as that namespace's sysfs names it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
+_CLONE_NEWNS = 0x00020000
 _MS_BIND = 4096
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
 _MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -99,3 +105,53 @@ def entered(path: str | None) -> Iterator[None]:
                 raise _os_error("setns back to the runtime's network namespace")
     finally:
         os.close(home)
+
+
+def open_device(path: str, sysfs_dev: str) -> int:
+    """Open (read-write) the character device whose ``dev`` file (``MAJOR:MINOR``) is
+    ``/sys/<sysfs_dev>`` (a glob that must match one file) in network namespace ``path``.
+
+    A macvtap's node, ``/dev/tap<ifindex>``, cannot be trusted: ifindexes are per namespace, so
+    two sandboxes' macvtaps often have the same one, and devtmpfs keeps the node of the first
+    (seen here: a second namespace's tap4 was 246:2, /dev/tap4 stayed 246:1). And sysfs shows
+    the network devices of the namespace it was mounted in. So a thread of its own, in a mount
+    namespace of its own, mounts the namespace's sysfs, reads the numbers, makes the node on a
+    tmpfs and opens it: the mounts and the node go with that thread, nothing is left on the
+    host whatever happens to this process."""
+    opened: list[int] = []
+    failure: list[OSError] = []
+
+    def in_private_mounts() -> None:
+        try:
+            if _libc.unshare(_CLONE_NEWNS) != 0:
+                raise _os_error("unshare(CLONE_NEWNS)")
+            if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+                raise _os_error("make the thread's mounts private")
+            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(target, CLONE_NEWNET) != 0:
+                    raise _os_error(f"setns {path}")
+            finally:
+                os.close(target)
+            if _libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None) != 0:
+                raise _os_error("mount the namespace's sysfs")
+            found = glob.glob(f"/sys/{sysfs_dev}")
+            if len(found) != 1:
+                raise OSError(errno.ENODEV, f"no device /sys/{sysfs_dev} in {path}")
+            with open(found[0]) as f:
+                major, minor = (int(n) for n in f.read().strip().split(":"))
+            if _libc.mount(b"tmpfs", b"/sys", b"tmpfs", 0, b"mode=700") != 0:
+                raise _os_error("mount a tmpfs for the device node")
+            os.mknod("/sys/dev", stat.S_IFCHR | 0o600, os.makedev(major, minor))
+            opened.append(os.open("/sys/dev", os.O_RDWR | os.O_CLOEXEC))
+        except OSError as e:
+            failure.append(e)
+        except ValueError as e:  # a dev file that is not MAJOR:MINOR
+            failure.append(OSError(errno.EINVAL, f"/sys/{sysfs_dev} in {path}: {e}"))
+
+    worker = threading.Thread(target=in_private_mounts, name="netns-open-device")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return opened[0]
