@@ -486,8 +486,9 @@ def runc_lenience(spec: dict[str, Any]) -> list[str]:
     """Make of ``spec`` (changed in place) what runc 1.1 makes of it where it accepts and ignores:
     unknown capabilities dropped, uid/gid mappings without a user namespace dropped, a
     ``closID``-only ``intelRdt`` dropped (no resctrl), relative mount destinations made absolute
-    (runc takes them relative to the rootfs), an empty ``rootfsPropagation`` dropped. Returns one
-    line per change, for the log."""
+    (runc takes them relative to the rootfs), an empty ``rootfsPropagation`` dropped, sysctl names
+    with ``/`` separators in the dotted form. Returns one line per change that the user should
+    know of, for the log."""
     notes: list[str] = []
     caps = (spec.get("process") or {}).get("capabilities")
     if isinstance(caps, dict):
@@ -513,6 +514,9 @@ def runc_lenience(spec: dict[str, Any]) -> list[str]:
             notes.append("linux.intelRdt: ignored (no resctrl in the VM)")
         if linux.get("rootfsPropagation") == "":
             linux.pop("rootfsPropagation")
+        sysctl = linux.get("sysctl")
+        if isinstance(sysctl, dict) and any(_dotted(k) != k for k in sysctl):
+            linux["sysctl"] = {_dotted(k): v for k, v in sysctl.items()}  # so net.* go to the VM's stack
     for i, m in enumerate(spec.get("mounts") or []):
         dest = m.get("destination")
         if isinstance(dest, str) and dest and not dest.startswith("/"):
