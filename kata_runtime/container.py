@@ -389,7 +389,7 @@ def _start_locked(ctx: _Context, rec: SandboxRecord, c: ContainerRecord) -> None
     if not status.can_start():
         msg = {Status.RUNNING: "cannot start an already running container",
                Status.STOPPED: "cannot start a container that has stopped",
-               Status.PAUSED: "cannot start a paused container"}.get(status, f"container is {status}")
+               Status.PAUSED: "cannot start a container in the paused state"}.get(status, f"container is {status}")
         raise InvalidState(msg, container=c.id, step="start")
     from kata_runtime.oci.hooks import hook_state, run_hooks
 

@@ -73,10 +73,7 @@ class GuestPs:
         self.argv = (["-T"] if self.threads else []) + ["-o", spec]
 
     def header(self) -> str:
-        """busybox's header line for these columns (what an empty table shows), newline-terminated;
-        empty when every header is empty (``pid=``)."""
-        if all(h == "" for _n, h in self.columns):
-            return ""
+        """busybox's header line for these columns (what an empty table shows), newline-terminated."""
         parts: list[str] = []
         for i, (name, given) in enumerate(self.columns):
             default, width = BUSYBOX_COLUMNS[name]
