@@ -499,8 +499,8 @@ def _wait_forwarding_signals(shim: subprocess.Popen[bytes]) -> int:
 
 def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, detach: bool = False,
                  pid_file: Path | None = None, console_socket: Path | None = None) -> int:
-    """Run an extra process (a full OCI ``process`` object) in a running container. Foreground:
-    return its exit status. Detached: return 0 once it runs; its kata-shim's pid goes to
+    """Run an extra process (a full OCI ``process`` object) in a created or running container.
+    Foreground: return its exit status. Detached: return 0 once it runs; its kata-shim's pid goes to
     ``pid_file``."""
     ctx = _Context(opts)
     tty = bool(process.get("terminal"))

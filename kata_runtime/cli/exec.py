@@ -1,4 +1,5 @@
-"""``kata-runtime exec``: run an extra process in a running container.
+"""``kata-runtime exec``: run an extra process in a running container, or, as runc allows, in a
+created one (the process joins the container's namespaces before its init is started).
 
 The process is built as runc builds it: from ``--process FILE`` as is, or from the container's
 own process with the command line, ``--cwd``, ``--env`` (appended), ``--user``, ``--tty`` and the
