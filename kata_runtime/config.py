@@ -43,6 +43,7 @@ class HypervisorConfig:
 class AgentConfig:
     dial_timeout: float = 60.0  # seconds until the guest agent must answer
     request_timeout: float = 60.0
+    transport: str = "stream"  # "stream" (the stream protocol's CALLs) or "grpc"
 
 
 @dataclass
@@ -124,6 +125,8 @@ def load_config(explicit: Path | None = None) -> Config:
     if cfg.runtime.internetworking_model not in MODELS:
         raise ConfigError(f"{path}: [runtime] internetworking_model must be {', '.join(MODELS)}, not "
                           f"{cfg.runtime.internetworking_model!r}")
+    if cfg.agent.transport not in ("stream", "grpc"):
+        raise ConfigError(f"{path}: [agent.kata] transport must be stream or grpc, not {cfg.agent.transport!r}")
     if cfg.hypervisor.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"{path}: [hypervisor.qemu] accel must be auto, kvm or tcg")
     return cfg

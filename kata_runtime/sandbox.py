@@ -42,12 +42,12 @@ def qemu_for(sandbox: Sandbox) -> Hypervisor:
                   sandbox.shared_dir, sandbox.rec.qemu, sock_dir=sandbox.store.socket_dir(sandbox.id))
 
 
-def grpc_agent_for(sandbox: Sandbox, container: str) -> AgentClient:
-    """The sandbox's agent over gRPC through its kata-proxy (the default :class:`AgentClient`;
-    grpc is imported only by commands that talk to the guest)."""
-    from kata_runtime.agent.grpc_client import GrpcAgentClient
+def agent_for(sandbox: Sandbox, container: str) -> AgentClient:
+    """The sandbox's agent through its kata-proxy (the default :class:`AgentClient`)."""
+    from kata_runtime import agent
 
-    return GrpcAgentClient(str(sandbox.proxy_socket), container, sandbox.cfg.agent.request_timeout)
+    return agent.connect(sandbox.cfg.agent.transport, str(sandbox.proxy_socket), container,
+                         sandbox.cfg.agent.request_timeout)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Sandbox:
         self.cfg = cfg
         self.rec = rec
         self._make_vm = hypervisor or qemu_for
-        self._make_agent = agent or grpc_agent_for
+        self._make_agent = agent or agent_for
         self._agent: AgentClient | None = None
         # whether the agent is known to answer: a loaded sandbox past "creating" has answered
         self.agent_answered = any(c.status.value != "creating" for c in rec.containers.values())

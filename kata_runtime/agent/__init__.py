@@ -59,3 +59,15 @@ class AgentClient(Protocol):
         """Versions, and the guest's boot stamps (uptime seconds) for the phase report."""
 
     def close(self) -> None: ...
+
+
+def connect(transport: str, proxy_socket: str, container: str, request_timeout: float = 60.0) -> AgentClient:
+    """The agent behind a kata-proxy socket, over ``transport`` ("stream" or "grpc", from
+    ``[agent.kata] transport``); ``container`` names the container in errors."""
+    if transport == "grpc":
+        from kata_runtime.agent.grpc_client import GrpcAgentClient
+
+        return GrpcAgentClient(proxy_socket, container, request_timeout)
+    from kata_runtime.agent.stream import StreamAgentClient
+
+    return StreamAgentClient(proxy_socket, container, request_timeout)

@@ -105,7 +105,7 @@ def destroy(cfg: Config) -> None:
 
 def init(cfg: Config, accel: str, timeout: float) -> TemplatePaths:
     """Boot, wait for the agent, save. Leaves only the template files behind (no process)."""
-    from kata_runtime.agent.grpc_client import GrpcAgentClient
+    from kata_runtime import agent as agents
 
     tp = paths(cfg)
     if tp.info.exists():
@@ -120,7 +120,7 @@ def init(cfg: Config, accel: str, timeout: float) -> TemplatePaths:
         vm.launch(cfg.source)
         proxy = daemons.start_proxy("template", vm.paths.channel, tp.vm_dir / "proxy.sock",
                                     tp.vm_dir / "proxy.log", cfg.proxy_path)
-        agent = GrpcAgentClient(str(tp.vm_dir / "proxy.sock"), "template")
+        agent = agents.connect(cfg.agent.transport, str(tp.vm_dir / "proxy.sock"), "template")
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -9,21 +9,19 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
-import logging
 import os
-import shutil
 import socket
 import struct
 import termios
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+from kata_runtime.guest import glog as log
 from kata_runtime.guest.reaper import Reaper
 
-log = logging.getLogger("kata-agent")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not at run time: typing, dataclasses and pathlib cost the agent's start ~0.5 s under TCG
+    from collections.abc import Callable
+    from typing import Any
 
 RUNC_ROOT = "/run/runc"
 
@@ -38,11 +36,10 @@ def default_oci_runtime() -> str:
 
 
 RUNC = default_oci_runtime()
-CONTAINERS_DIR = Path("/run/kata-containers")
-SHARED_DIR = CONTAINERS_DIR / "shared" / "containers"
-CONSOLE_DIR = CONTAINERS_DIR / "console"
+CONTAINERS_DIR = "/run/kata-containers"
+CONSOLE_DIR = f"{CONTAINERS_DIR}/console"
 _console_serial = itertools.count()
-NS_DIR = CONTAINERS_DIR / "ns"  # <container>/<OCI type> -> /proc/<its init>/ns/<name>: what a peer joins
+NS_DIR = f"{CONTAINERS_DIR}/ns"  # <container>/<OCI type> -> /proc/<its init>/ns/<name>: what a peer joins
 PROC_NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
                  "cgroup": "cgroup"}
 
@@ -51,20 +48,40 @@ class AgentFailure(Exception):
     """An operation failed; the message is what the runtime shows the user."""
 
 
-@dataclass
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _rmtree(path: str) -> None:
+    import shutil  # not at start: it pulls in bz2, lzma and fnmatch
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 class Process:
     """One process the agent started (a container's init or an exec)."""
 
-    container_id: str
-    exec_id: str
-    pid: int
-    tty: bool = False
-    stdin_fd: int | None = None  # agent's write end (or the pty master)
-    stdout_fd: int | None = None  # agent's read end (or the pty master)
-    stderr_fd: int | None = None
-    status: int | None = None
-    exited: threading.Event = field(default_factory=threading.Event)
-    session: Any = None  # the attached shim session; owned by the channel loop
+    __slots__ = ("container_id", "exec_id", "pid", "tty", "stdin_fd", "stdout_fd", "stderr_fd", "status", "exited",
+                 "session")
+
+    def __init__(self, container_id: str, exec_id: str, pid: int, tty: bool = False, stdin_fd: int | None = None,
+                 stdout_fd: int | None = None, stderr_fd: int | None = None) -> None:
+        self.container_id = container_id
+        self.exec_id = exec_id
+        self.pid = pid
+        self.tty = tty
+        self.stdin_fd = stdin_fd  # agent's write end (or the pty master)
+        self.stdout_fd = stdout_fd  # agent's read end (or the pty master)
+        self.stderr_fd = stderr_fd
+        self.status: int | None = None
+        self.exited = threading.Event()
+        self.session: Any = None  # the attached shim session; owned by the channel loop
 
     def close_fds(self) -> None:
         for name in ("stdin_fd", "stdout_fd", "stderr_fd"):
@@ -77,14 +94,16 @@ class Process:
             setattr(self, name, None)
 
 
-@dataclass
 class Container:
-    id: str
-    bundle: Path
-    init: Process
-    processes: dict[str, Process] = field(default_factory=dict)
-    status: str = "created"
-    cgroup: str = ""  # linux.cgroupsPath as given to the OCI runtime (under /sys/fs/cgroup)
+    __slots__ = ("id", "bundle", "init", "processes", "status", "cgroup")
+
+    def __init__(self, cid: str, bundle: str, init: Process, cgroup: str = "") -> None:
+        self.id = cid
+        self.bundle = bundle
+        self.init = init
+        self.processes: dict[str, Process] = {}
+        self.status = "created"
+        self.cgroup = cgroup  # linux.cgroupsPath as given to the OCI runtime (under /sys/fs/cgroup)
 
 
 def apply_sandbox_sysctls(sysctls: dict[str, str]) -> None:
@@ -92,9 +111,8 @@ def apply_sandbox_sysctls(sysctls: dict[str, str]) -> None:
     for key, value in sysctls.items():
         if not key.startswith("net.") or "/" in key or ".." in key:
             raise AgentFailure(f"sysctl {key}: not a network sysctl of the sandbox")
-        path = Path("/proc/sys") / key.replace(".", "/")
         try:
-            path.write_text(value)
+            _write("/proc/sys/" + key.replace(".", "/"), value)
         except OSError as e:
             raise AgentFailure(f"sysctl {key}={value}: {e.strerror or e}") from None
 
@@ -109,10 +127,10 @@ class Containers:
         self.containers: dict[str, Container] = {}
 
     # -- helpers ------------------------------------------------------------------------------
-    def _runc(self, *args: str, what: str, log_file: Path | None = None) -> None:
+    def _runc(self, *args: str, what: str, log_file: str | None = None) -> None:
         argv = [RUNC, "--root", RUNC_ROOT]
         if log_file is not None:
-            argv += ["--log", str(log_file), "--log-format", "json"]
+            argv += ["--log", log_file, "--log-format", "json"]
         status, out, err = self.reaper.run(argv + list(args))
         if status != 0:
             raise AgentFailure(f"{what}: {_runc_error(err, log_file) or out.decode(errors='replace').strip()}")
@@ -172,40 +190,42 @@ class Containers:
         done.wait()
         return result[0], master
 
-    def _start_process(self, argv: list[str], cid: str, exec_id: str, workdir: Path, tty: bool,
+    def _start_process(self, argv: list[str], cid: str, exec_id: str, workdir: str, tty: bool,
                        what: str) -> Process:
         """Run ``create``/``exec --detach`` of the OCI runtime and watch the process it starts.
 
         Without a terminal the process gets fresh pipes; with one, the runtime allocates a pty in
         the container and hands its master to the agent over a console socket."""
-        log_file = workdir / f"runc-{exec_id}.log"
-        pid_file = workdir / f"{exec_id}.pid"
-        base = [RUNC, "--root", RUNC_ROOT, "--log", str(log_file), "--log-format", "json", *argv,
-                "--pid-file", str(pid_file)]
+        log_file = f"{workdir}/runc-{exec_id}.log"
+        pid_file = f"{workdir}/{exec_id}.pid"
+        base = [RUNC, "--root", RUNC_ROOT, "--log", log_file, "--log-format", "json", *argv, "--pid-file", pid_file]
         if tty:
             # not under workdir: AF_UNIX paths are limited to 107 bytes and ids may be 64 characters
-            CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
-            sock_path = CONSOLE_DIR / f"{os.getpid()}-{next(_console_serial)}.sock"
+            os.makedirs(CONSOLE_DIR, exist_ok=True)
+            sock_path = f"{CONSOLE_DIR}/{os.getpid()}-{next(_console_serial)}.sock"
             console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                console.bind(str(sock_path))
+                console.bind(sock_path)
                 console.listen(1)
                 null = os.open(os.devnull, os.O_RDWR)
                 try:
-                    pid = self._run_oci(base + ["--console-socket", str(sock_path), cid], (null, null, null))
+                    pid = self._run_oci(base + ["--console-socket", sock_path, cid], (null, null, null))
                 finally:
                     os.close(null)
                 status, master = self._wait_exit(pid, console)
             finally:
                 console.close()
-                sock_path.unlink(missing_ok=True)
+                try:
+                    os.unlink(sock_path)
+                except FileNotFoundError:
+                    pass
             if status != 0 or master is None:
                 if master is not None:
                     os.close(master)
                 msg = _runc_error(b"", log_file) or f"exited {status} without sending a terminal"
                 raise AgentFailure(f"{what}: {msg}")
             os.set_blocking(master, False)
-            proc = Process(cid, exec_id, int(pid_file.read_text().strip()), True, master, master, None)
+            proc = Process(cid, exec_id, int(_read(pid_file).strip()), True, master, master, None)
             self._watch(proc)
             return proc
         in_r, in_w = os.pipe()
@@ -223,7 +243,7 @@ class Containers:
             raise AgentFailure(f"{what}: {msg}")
         for fd in (in_w, out_r, err_r):
             os.set_blocking(fd, False)
-        proc = Process(cid, exec_id, int(pid_file.read_text().strip()), False, in_w, out_r, err_r)
+        proc = Process(cid, exec_id, int(_read(pid_file).strip()), False, in_w, out_r, err_r)
         self._watch(proc)
         return proc
 
@@ -242,22 +262,25 @@ class Containers:
             if cid in self.containers:
                 raise AgentFailure(f"container {cid} already exists in the sandbox")
         apply_sandbox_sysctls(sysctls)
-        bundle = CONTAINERS_DIR / cid
-        bundle.mkdir(parents=True, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(guest_spec))
+        bundle = f"{CONTAINERS_DIR}/{cid}"
+        os.makedirs(bundle, exist_ok=True)
+        _write(f"{bundle}/config.json", json.dumps(guest_spec))
         tty = bool(guest_spec.get("process", {}).get("terminal"))
-        argv = ["create", "--bundle", str(bundle)] + (["--no-pivot"] if no_pivot else [])
+        argv = ["create", "--bundle", bundle] + (["--no-pivot"] if no_pivot else [])
         try:
             init = self._start_process(argv, cid, cid, bundle, tty, _tool())
         except AgentFailure:
-            shutil.rmtree(bundle, ignore_errors=True)
+            _rmtree(bundle)
             raise
-        links = NS_DIR / cid
-        links.mkdir(parents=True, exist_ok=True)
+        links = f"{NS_DIR}/{cid}"
+        os.makedirs(links, exist_ok=True)
         for kind, name in PROC_NS_NAMES.items():
-            link = links / kind
-            link.unlink(missing_ok=True)
-            link.symlink_to(f"/proc/{init.pid}/ns/{name}")
+            link = f"{links}/{kind}"
+            try:
+                os.unlink(link)
+            except FileNotFoundError:
+                pass
+            os.symlink(f"/proc/{init.pid}/ns/{name}", link)
         with self._lock:
             self.containers[cid] = Container(cid, bundle, init,
                                              cgroup=guest_spec.get("linux", {}).get("cgroupsPath", ""))
@@ -271,10 +294,10 @@ class Containers:
         c = self.get(cid)
         if exec_id in c.processes or exec_id == cid:
             raise AgentFailure(f"container {cid} already has a process {exec_id}")
-        path = c.bundle / f"exec-{exec_id}.json"
-        path.write_text(json.dumps(process))
+        path = f"{c.bundle}/exec-{exec_id}.json"
+        _write(path, json.dumps(process))
         tty = bool(process.get("terminal"))
-        proc = self._start_process(["exec", "--detach", "--process", str(path)], cid, exec_id, c.bundle, tty,
+        proc = self._start_process(["exec", "--detach", "--process", path], cid, exec_id, c.bundle, tty,
                                    _tool())
         c.processes[exec_id] = proc
 
@@ -312,14 +335,14 @@ class Containers:
     def update(self, cid: str, resources: dict[str, Any]) -> None:
         """Apply new OCI ``linux.resources`` to a container (the OCI runtime's ``update``)."""
         c = self.get(cid)
-        path = c.bundle / "resources.json"
-        path.write_text(json.dumps(resources))
-        self._runc("update", "--resources", str(path), cid, what=_tool())
+        path = f"{c.bundle}/resources.json"
+        _write(path, json.dumps(resources))
+        self._runc("update", "--resources", path, cid, what=_tool())
 
     def stats(self, cid: str) -> dict[str, Any]:
         """runc's ``events --stats`` data, from the container's cgroup (v2) in the guest."""
         c = self.get(cid)
-        return cgroup_stats(Path("/sys/fs/cgroup") / c.cgroup.lstrip("/"))
+        return cgroup_stats("/sys/fs/cgroup/" + c.cgroup.lstrip("/"))
 
     def ps(self, cid: str) -> list[int]:
         """Guest pids of the container's processes."""
@@ -355,8 +378,8 @@ class Containers:
             raise AgentFailure(f"remove container {cid}: {err.decode(errors='replace').strip()}")
         with self._lock:
             self.containers.pop(cid, None)
-        shutil.rmtree(c.bundle, ignore_errors=True)
-        shutil.rmtree(NS_DIR / cid, ignore_errors=True)
+        _rmtree(c.bundle)
+        _rmtree(f"{NS_DIR}/{cid}")
         return [c.init, *c.processes.values()]
 
     def remove_all(self) -> list[Process]:
@@ -369,10 +392,10 @@ class Containers:
         return procs
 
 
-def _read_kv(path: Path) -> dict[str, int]:
+def _read_kv(path: str) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
-        for line in path.read_text().splitlines():
+        for line in _read(path).splitlines():
             key, _, value = line.partition(" ")
             if value.strip().isdigit():
                 out[key] = int(value)
@@ -381,32 +404,32 @@ def _read_kv(path: Path) -> dict[str, int]:
     return out
 
 
-def _read_int(path: Path, unlimited: int = 0) -> int:
+def _read_int(path: str, unlimited: int = 0) -> int:
     """A cgroup value; ``max`` (no limit) reads as ``unlimited``."""
     try:
-        text = path.read_text().strip()
+        text = _read(path).strip()
     except OSError:
         return 0
     return unlimited if text == "max" else int(text or 0)
 
 
-def cgroup_stats(cg: Path) -> dict[str, Any]:
+def cgroup_stats(cg: str) -> dict[str, Any]:
     """The fields of runc's stats (``events --stats``) that cgroup v2 has."""
-    cpu = _read_kv(cg / "cpu.stat")
-    mem = _read_kv(cg / "memory.stat")
-    events = _read_kv(cg / "memory.events")
-    limit = _read_int(cg / "memory.max", unlimited=2**63 - 1)
+    cpu = _read_kv(f"{cg}/cpu.stat")
+    mem = _read_kv(f"{cg}/memory.stat")
+    events = _read_kv(f"{cg}/memory.events")
+    limit = _read_int(f"{cg}/memory.max", unlimited=2**63 - 1)
     return {
         "cpu": {"usage": {"total": cpu.get("usage_usec", 0) * 1000, "user": cpu.get("user_usec", 0) * 1000,
                           "kernel": cpu.get("system_usec", 0) * 1000},
                 "throttling": {"periods": cpu.get("nr_periods", 0), "throttled_periods": cpu.get("nr_throttled", 0),
                                "throttled_time": cpu.get("throttled_usec", 0) * 1000}},
-        "memory": {"usage": {"usage": _read_int(cg / "memory.current"), "limit": limit,
-                             "max": _read_int(cg / "memory.peak"), "failcnt": events.get("max", 0)},
-                   "swap": {"usage": _read_int(cg / "memory.swap.current"),
-                            "limit": _read_int(cg / "memory.swap.max", unlimited=2**63 - 1)},
+        "memory": {"usage": {"usage": _read_int(f"{cg}/memory.current"), "limit": limit,
+                             "max": _read_int(f"{cg}/memory.peak"), "failcnt": events.get("max", 0)},
+                   "swap": {"usage": _read_int(f"{cg}/memory.swap.current"),
+                            "limit": _read_int(f"{cg}/memory.swap.max", unlimited=2**63 - 1)},
                    "cache": mem.get("file", 0), "raw": mem},
-        "pids": {"current": _read_int(cg / "pids.current"), "limit": _read_int(cg / "pids.max")},
+        "pids": {"current": _read_int(f"{cg}/pids.current"), "limit": _read_int(f"{cg}/pids.max")},
         "blkio": {}, "hugetlb": {}, "intel_rdt": {}, "network_interfaces": None,
     }
 
@@ -424,12 +447,12 @@ def _drain(fd: int) -> str:
         return ""
 
 
-def _runc_error(stderr: bytes, log_file: Path | None) -> str:
+def _runc_error(stderr: bytes, log_file: str | None) -> str:
     """The last error runc logged (JSON log), else its stderr."""
     msg = ""
     if log_file is not None:
         try:
-            for line in log_file.read_text().splitlines():
+            for line in _read(log_file).splitlines():
                 try:
                     entry = json.loads(line)
                 except ValueError:

@@ -11,6 +11,13 @@ agent → shim: READY (empty: attached), STDOUT, STDERR (bytes), EXIT (i32 statu
 128+N when killed by signal N; sent after stdout and stderr are drained), ERROR (utf-8 text; the
 agent closes the stream after it).
 
+Requests (what kata-runtime asks of the agent, without gRPC): a stream that starts with
+``HELLO_MAGIC`` and a CALL instead of a HELLO carries calls of ``AgentService``
+(protocol/proto/agent.proto), one at a time: CALL's payload is JSON ``{"method": NAME, "request":
+MESSAGE}``, the message in protobuf's JSON mapping with the .proto's field names; the agent answers
+RESULT (the response message, the same way) or FAILED (utf-8 text: why, for the user) and waits for
+the next CALL. The stream stays open between calls.
+
 Kept free of grpc and asyncio: this is resident in every kata-shim.
 """
 
@@ -27,12 +34,14 @@ STDIN = 2
 STDIN_EOF = 3
 SIGNAL = 4
 RESIZE = 5
-START = 6  # a request of its own stream (no HELLO): start container <payload>; answer READY or ERROR
+CALL = 7
 READY = 10
 STDOUT = 11
 STDERR = 12
 EXIT = 13
 ERROR = 14
+RESULT = 15
+FAILED = 16
 
 Message = tuple[int, bytes]
 
@@ -52,10 +61,6 @@ def parse_hello(payload: bytes) -> tuple[str, str, bool]:
     container, exec_id, tty = payload.split(b"\0")
     return container.decode(), exec_id.decode(), tty == b"1"
 
-
-def start_msg(container: str) -> bytes:
-    """The whole request of a START stream."""
-    return HELLO_MAGIC + encode(START, container.encode())
 
 
 def signal_msg(signo: int) -> bytes:
