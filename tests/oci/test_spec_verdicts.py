@@ -362,6 +362,7 @@ def _ours(kata: Kata, b: Path, cid: str, case: Case) -> Verdict:
     if r.rc == 0:
         kata.ok("delete", "--force", cid)
         return Verdict(True, r.err)
+    assert r.rc == 1, f"{case.name}: exit status {r.rc}, runc's is 1"
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.err, f"{case.name}: not one line: {r.err!r}"
     assert lines[0].startswith(f"kata-runtime: create {cid}: "), lines[0]
