@@ -340,6 +340,14 @@ def runc_create(bundle: Path, root: Path, cid: str, args: tuple[str, ...]) -> Ve
     return Verdict(rc == 0, err.read_text(errors="replace"))
 
 
+def host_mounts_under(*paths: Path) -> list[str]:
+    """Mount points of this (the host's) mount namespace under ``paths``: what runc leaves there
+    when it accepts a spec without a mount namespace."""
+    prefixes = tuple(str(p) + "/" for p in paths) + tuple(str(p) for p in paths)
+    with open("/proc/self/mountinfo") as f:
+        return [p for p in (line.split()[4] for line in f) if p.startswith(prefixes)]
+
+
 def _end_runc_init(root: Path, cid: str) -> None:
     try:
         pid = json.loads((root / cid / "state.json").read_text())["init_process_pid"]
@@ -377,6 +385,10 @@ def _ours(kata: Kata, b: Path, cid: str, case: Case) -> Verdict:
 def _check(case: Case, kata: Kata, cid: str, tmp_path: Path, base: tuple[Path, Spec]) -> tuple[Verdict, Verdict]:
     b = _bundle(tmp_path, base, case)
     theirs = runc_create(b, tmp_path / "runc-root", cid, case.args)
+    left = host_mounts_under(b, Path(base[1]["root"]["path"]))
+    for point in sorted(left, key=len):
+        subprocess.run(["umount", "-R", point], capture_output=True)
+    assert not left, f"runc create left mounts on the host: {left}"
     assert theirs.accepted == case.accept, f"runc changed its verdict on {case.name}: {theirs.err}"
     return theirs, _ours(kata, b, cid, case)
 
