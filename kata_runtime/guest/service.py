@@ -46,6 +46,27 @@ def _mount(source: str, target: str, fstype: str, options: list[str]) -> None:
         raise AgentFailure(f"mount {source} on {target}: {os.strerror(err)}")
 
 
+LATE_MODULES = "/run/kata-modules"  # the init loads 9p, overlay and virtio_net there, in the background
+
+
+def late_modules(timeout: float = 60.0) -> None:
+    """Wait until the init's background load of the late kernel modules is done."""
+    if not os.path.isdir(LATE_MODULES):
+        return  # an init that loaded every module itself
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"{LATE_MODULES}/done") as f:
+                verdict = f.read().strip()
+            break
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise AgentFailure(f"the guest's kernel modules were not loaded within {timeout:g}s") from None
+            time.sleep(0.01)
+    if verdict != "ok":
+        raise AgentFailure(f"the guest could not load a kernel module ({verdict})")
+
+
 def _mount_storages(storages: list[Message]) -> None:
     for st in storages:
         _mount(st.get("source", ""), st.get("mount_point", ""), st.get("fstype", ""), list(st.get("options", [])))
@@ -76,6 +97,7 @@ class AgentService:
         self.sandbox_id = str(req.get("sandbox_id", ""))
         if req.get("hostname"):
             socket.sethostname(str(req["hostname"]))
+        late_modules()
         _mount_storages(req.get("storages", []))
         return EMPTY
 
@@ -166,6 +188,7 @@ class AgentService:
         from kata_runtime.guest import network
 
         iface = req.get("interface", {})
+        late_modules()
         network.update_interface(self.containers.reaper, str(iface.get("name", "")), str(iface.get("hw_addr", "")),
                                  int(iface.get("mtu", 0)),
                                  [(str(a.get("address", "")), int(a.get("prefix_length", 0)))
