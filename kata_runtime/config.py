@@ -60,8 +60,12 @@ class NetmonConfig:
 
 @dataclass
 class FactoryConfig:
-    enable_template: bool = False
+    """``[factory]``: how sandboxes get their VM faster than a cold boot (``kata_runtime.factory``)."""
+
+    enable_template: bool = False  # clone a VM template (built by the first create that finds none)
     template_path: str = "/run/vc/vm/template"
+    vm_cache_number: int = 0  # VMs a cache daemon keeps booted and ready (0: no cache)
+    vm_cache_endpoint: str = "/run/vc/cache.sock"  # the cache daemon's unix socket
 
 
 @dataclass
@@ -127,6 +131,12 @@ def load_config(explicit: Path | None = None) -> Config:
                           f"{cfg.runtime.internetworking_model!r}")
     if cfg.agent.transport not in ("stream", "grpc"):
         raise ConfigError(f"{path}: [agent.kata] transport must be stream or grpc, not {cfg.agent.transport!r}")
+    if cfg.factory.vm_cache_number < 0:
+        raise ConfigError(f"{path}: [factory] vm_cache_number must be 0 (no cache) or more, not "
+                          f"{cfg.factory.vm_cache_number}")
+    if not os.path.isabs(cfg.factory.vm_cache_endpoint) or len(cfg.factory.vm_cache_endpoint.encode()) > 100:
+        raise ConfigError(f"{path}: [factory] vm_cache_endpoint must be an absolute path of at most 100 bytes "
+                          f"(a unix socket), not {cfg.factory.vm_cache_endpoint!r}")
     if cfg.hypervisor.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"{path}: [hypervisor.qemu] accel must be auto, kvm or tcg")
     return cfg

@@ -1,6 +1,7 @@
-"""Starting and stopping the long-lived helper processes: kata-proxy and kata-shim.
+"""Starting and stopping the long-lived helper processes: kata-proxy, kata-shim, kata-netmon and
+the VM cache daemon.
 
-Both are run as ``python -S <package>/bin/kata-{proxy,shim}``: no site packages, so their resident
+All are run as ``python -S <package>/bin/kata-<name>``: no site packages, so their resident
 memory stays at a few megabytes. Each reports readiness over a pipe before the runtime goes on.
 """
 
@@ -83,6 +84,15 @@ def start_netmon(sandbox: str, netns: str, runtime: str, root: Path, config: str
         "--runtime", runtime, "--root", str(root), "--sandbox", sandbox, "--watch-pid", str(watch_pid),
         "--config", config or "-"]
     return _start_daemon("kata-netmon", argv, log, sandbox, netns)
+
+
+def start_vm_cache(endpoint: str, number: int, accel: str, config: str, log: Path) -> ProcRef:
+    """Start the VM cache daemon (``factory init``, see ``factory/cache.py``); returns once it
+    listens on ``endpoint``. ``config``: the configuration file it was started with ("" for the
+    built-in defaults)."""
+    argv = _program("kata-vm-cache", "") + [
+        "--endpoint", endpoint, "--number", str(number), "--accel", accel, "--config", config or "-"]
+    return _start_daemon("kata-vm-cache", argv, log, "vm-cache")
 
 
 def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool, tty: bool = False,

@@ -16,18 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from kata_runtime import daemons, mounts
 from kata_runtime.config import Config
-from kata_runtime.errors import AgentError, HypervisorError, KataError
+from kata_runtime.errors import AgentError, HypervisorError, KataError, ProxyError
 from kata_runtime.hypervisor.qemu import SHARED_FS_TAG
 from kata_runtime.network import netns
 from kata_runtime.oci.guest_spec import GUEST_SHARED_DIR, NetworkRequest, Share, guest_rootfs
 from kata_runtime.phases import phase
-from kata_runtime.store import SandboxRecord, SandboxStore
+from kata_runtime.store import ProcRef, SandboxRecord, SandboxStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from kata_runtime.agent import AgentClient
-    from kata_runtime.factory.template import TemplatePaths
     from kata_runtime.hypervisor import Hypervisor
 
     HypervisorFactory = Callable[["Sandbox"], Hypervisor]
@@ -52,6 +51,9 @@ def agent_for(sandbox: Sandbox, container: str) -> AgentClient:
 log = logging.getLogger(__name__)
 
 HOST_SHARED_ROOT = Path("/run/kata-containers/shared/sandboxes")
+# A clone's or cached VM's agent answers within a second (it is past its start): one that does not
+# answer within this is taken to be broken, and the sandbox boots cold instead.
+CLONE_AGENT_TIMEOUT = 10.0
 
 
 def choose_accel(cfg: Config) -> tuple[str, str]:
@@ -133,38 +135,24 @@ class Sandbox:
                             step="create") from None
 
     def boot(self) -> None:
-        """Start QEMU and kata-proxy, wait for the agent and set the sandbox up in the guest.
+        """Get the sandbox a VM whose agent answers, then set the sandbox up in the guest.
 
-        Each resource is recorded (and saved) as soon as it exists, so that :meth:`destroy` finds
-        it whatever step fails."""
+        The VM comes from the VM cache (``[factory] vm_cache_number``), else is cloned from the
+        VM template (``enable_template``), else boots cold; a cache or template that fails falls
+        back to the next way. Each resource is recorded (and saved) as soon as it exists, so
+        that :meth:`destroy` finds it whatever step fails."""
         hv = self.cfg.hypervisor
         self.rec.accel, why = choose_accel(self.cfg)
         log.debug("sandbox %s: accelerator %s (%s)", self.id, self.rec.accel, why)
         self.rec.shared_dir = str(HOST_SHARED_ROOT / self.id)
-        self.shared_dir.mkdir(parents=True, exist_ok=True)
         self.save()
-        template = self._template()
-        vm = self.vm()
-        if template is not None:
-            vm.use_template_ram(template.memory)
         t0 = time.monotonic()
-        try:
-            with netns.entered(self.rec.netns or None):  # its network devices are opened there
-                vm.launch(self.cfg.source)
-        finally:
-            self.rec.qemu = vm.proc
-            self.save()
-        phase("qemu_launched")
-        if template is not None:
-            vm.restore(template.state)
-            phase("vm_restored")
-        log.debug("sandbox %s: QEMU up in %.3fs", self.id, time.monotonic() - t0)
-        self.rec.proxy = daemons.start_proxy(self.id, vm.channel, self.proxy_socket,
-                                             self.store.vm_dir(self.id) / "proxy.log", self.cfg.proxy_path)
-        self.save()
-        self._wait_agent(vm)
-        if template is not None:  # the clone woke up with the template's clock and entropy
-            self.agent().refresh_clone(time.time(), os.urandom(64))
+        if not (self._vm_from_cache() or self._vm_from_template()):
+            self.shared_dir.mkdir(parents=True, exist_ok=True)
+            vm = self.vm()
+            self._launch(vm)
+            self._start_proxy(vm)
+            self._wait_agent(vm, self.cfg.agent.dial_timeout)
         phase("agent_ready")
         log.debug("sandbox %s: agent ready after %.3fs", self.id, time.monotonic() - t0)
         if log.isEnabledFor(logging.DEBUG):
@@ -176,39 +164,119 @@ class Sandbox:
             "options": ["trans=virtio", "version=9p2000.L", f"msize={hv.msize_9p}", "cache=mmap"]}])
         phase("sandbox_created")
 
-    def _template(self) -> TemplatePaths | None:
-        """The VM template to clone, when templates are enabled and one matches the configuration."""
+    def _launch(self, vm: Hypervisor) -> None:
+        t0 = time.monotonic()
+        try:
+            with netns.entered(self.rec.netns or None):  # its network devices are opened there
+                vm.launch(self.cfg.source)
+        finally:
+            self.rec.qemu = vm.proc
+            self.save()
+        phase("qemu_launched")
+        log.debug("sandbox %s: QEMU up in %.3fs", self.id, time.monotonic() - t0)
+
+    def _start_proxy(self, vm: Hypervisor) -> None:
+        self.rec.proxy = daemons.start_proxy(self.id, vm.channel, self.proxy_socket,
+                                             self.store.vm_dir(self.id) / "proxy.log", self.cfg.proxy_path)
+        self.save()
+
+    def _vm_from_template(self) -> bool:
+        """With ``[factory] enable_template``: clone the VM template (made first when there is
+        none or it is stale). A template that fails (QEMU does not restore it, or the clone's
+        agent does not answer soon) is removed, with a warning, and False is returned with
+        nothing of the attempt left: the caller boots cold."""
         if not self.cfg.factory.enable_template:
-            return None
+            return False
         from kata_runtime.factory import template
 
-        found = template.usable(self.cfg, self.rec.accel)
-        if found is None:
-            log.debug("sandbox %s: no VM template matches the configuration: cold boot", self.id)
-        return found
-
-    def _wait_agent(self, vm: Hypervisor) -> None:
-        """Poll the agent until it answers; fail fast if QEMU dies, else after dial_timeout."""
-        timeout = self.cfg.agent.dial_timeout
-        deadline = time.monotonic() + timeout
-        agent = self.agent()
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                tail = vm.console_tail()
-                raise AgentError(f"guest agent did not answer within {timeout:g}s (console: "
-                                 f"{vm.console}{': ' + tail if tail else ''})", container=self.id,
-                                 step="create")
+        clonable, why = template.for_clone(self.cfg, self.rec.accel, self.cfg.agent.dial_timeout)
+        if clonable is None:
+            log.warning("sandbox %s: %s: cold boot", self.id, why)
+            return False
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
+        vm = self.vm()
+        vm.use_template_ram(clonable.paths.memory)
+        try:
             try:
-                agent.check(min(left, 1.0))
-                self.agent_answered = True
-                return
-            except AgentError:
-                if not vm.alive():
-                    tail = vm.console_tail()
-                    raise HypervisorError(f"the VM exited while booting (console {vm.console}"
-                                          f"{': ' + tail if tail else ''})", container=self.id,
-                                          step="create") from None
+                self._launch(vm)
+            finally:
+                clonable.lock.release()  # QEMU has mapped the RAM file (or is gone)
+            vm.restore(clonable.paths.state)
+            phase("vm_restored")
+            self._start_proxy(vm)
+            self._wait_agent(vm, min(CLONE_AGENT_TIMEOUT, self.cfg.agent.dial_timeout))
+            self.agent().refresh_clone(time.time(), os.urandom(64))  # it woke with the template's clock and entropy
+        except (HypervisorError, AgentError, ProxyError) as e:
+            removed = template.remove_broken(self.cfg, clonable)
+            log.warning("sandbox %s: the VM template at %s is broken (%s)%s: cold boot", self.id,
+                        clonable.paths.root, e.msg, ": removed, the next create makes a new one" if removed else "")
+            self._discard_vm(vm)
+            return False
+        return True
+
+    def _vm_from_cache(self) -> bool:
+        """With ``[factory] vm_cache_number``: take a VM that the cache daemon booted, cold, for
+        no one in particular (its QEMU, sockets, files and 9p directory become this sandbox's) and
+        start this sandbox's kata-proxy on it. False (and a debug line) when the daemon is absent,
+        empty or keeps VMs of another configuration; False with a warning, and nothing of it left,
+        when the VM taken does not answer."""
+        if self.cfg.factory.vm_cache_number <= 0:
+            return False
+        from kata_runtime.factory import cache
+
+        def own(ref: ProcRef) -> None:
+            self.rec.qemu = ref
+            self.save()
+
+        targets = cache.Targets(sock_dir=self.store.socket_dir(self.id), vm_dir=self.store.vm_dir(self.id),
+                                shared_dir=self.shared_dir)
+        taken, why = cache.take(self.cfg, self.rec.accel, self.id, targets, own)
+        if taken is None:
+            log.debug("sandbox %s: %s: no VM from the cache", self.id, why)
+            return False
+        phase("vm_from_cache")
+        vm = self.vm()
+        try:
+            self._start_proxy(vm)
+            self._wait_agent(vm, min(CLONE_AGENT_TIMEOUT, self.cfg.agent.dial_timeout))
+        except (HypervisorError, AgentError, ProxyError) as e:
+            log.warning("sandbox %s: the VM from the cache at %s does not answer (%s): cold boot", self.id,
+                        self.cfg.factory.vm_cache_endpoint, e.msg)
+            self._discard_vm(vm)
+            return False
+        return True
+
+    def _discard_vm(self, vm: Hypervisor) -> None:
+        """Undo a VM that was not good (a clone that did not restore, a cached VM that does not
+        answer): its agent client, QEMU, kata-proxy and sockets go, the record forgets them."""
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
+        self.agent_answered = False
+        vm.stop()
+        daemons.kill(self.rec.proxy)
+        self.rec.qemu = self.rec.proxy = None
+        self.save()
+        sockets = self.store.socket_dir(self.id)
+        for name in ("qmp.sock", "kata.sock", "proxy.sock"):
+            (sockets / name).unlink(missing_ok=True)
+
+    def _qemu_in_netns(self) -> bool:
+        """Whether the VM's QEMU lives in the sandbox's network namespace and so opens a tap there
+        by its name. A VM from the cache was born in the host's: its taps are handed to it open."""
+        if self.rec.qemu is None or not self.rec.netns:
+            return True
+        try:
+            return netns.same(f"/proc/{self.rec.qemu.pid}/ns/net", self.rec.netns)
+        except OSError:
+            return True
+
+    def _wait_agent(self, vm: Hypervisor, timeout: float) -> None:
+        """Wait for the agent (see :func:`kata_runtime.factory.ready.wait_agent`)."""
+        from kata_runtime.factory.ready import wait_agent
+
+        wait_agent(self.agent(), vm, timeout, self.id, "create")
+        self.agent_answered = True
 
     def connect_network(self) -> list[str]:
         """Follow the sandbox's network namespace: connect every interface there that is not
@@ -257,6 +325,10 @@ class Sandbox:
             try:
                 try:
                     fd = net.attach(self.rec.netns, ep)
+                    if fd is None and not self._qemu_in_netns():  # a VM from the cache: born in the host's
+                        from kata_runtime.network.tcfilter import open_tap
+
+                        fd = open_tap(self.rec.netns, ep.tap)
                 except Exception as e:  # noqa: BLE001 - netlink errors of pyroute2 have no common base
                     raise KataError(f"network: cannot connect {ep.name} to the VM ({model}): {e}", container=self.id,
                                     step="create") from None

@@ -46,6 +46,19 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, whole:
+    a temporary file beside it, fsync'ed, renamed over it."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(data, indent=1).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 @dataclass
 class ProcRef:
     """A process we started, named so that a reused pid is never mistaken for it."""
@@ -188,16 +201,7 @@ class SandboxStore:
             os.close(fd)
 
     def save(self, rec: SandboxRecord) -> None:
-        path = self.sandbox_dir(rec.id) / "sandbox.json"
-        tmp = path.with_suffix(".tmp")
-        data = json.dumps(rec.to_json(), indent=1).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_json_atomically(self.sandbox_dir(rec.id) / "sandbox.json", rec.to_json())
 
     def load(self, sid: str, step: str = "") -> SandboxRecord:
         path = self.sandbox_dir(sid) / "sandbox.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-OUR_PROCESSES = ("qemu-system", "kata-proxy", "kata-shim", "kata-netmon")
+OUR_PROCESSES = ("qemu-system", "kata-proxy", "kata-shim", "kata-netmon", "kata-vm-cache")
 
 
 def our_leftovers(marker: str = "") -> list[str]:

@@ -1,1 +1,3 @@
-"""VM templates: boot a VM once, save it, start new sandboxes as copy-on-write clones of it."""
+"""Where a sandbox's VM comes from, when not from a cold boot of its own: the VM template
+(``template.py``: clones of one saved VM) and the VM cache (``cache.py``: VMs booted ahead by a
+daemon). ``ready.py`` waits for a VM's agent, whichever way the VM was made."""

@@ -7,10 +7,17 @@ twin. The veth itself is left as the engine made it.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
+
+from kata_runtime.network import netns
 from kata_runtime.network.endpoints import Endpoint, Route, link_index, rtnl
 
 _ETH_P_ALL = 0x0003
 _INGRESS = 0xFFFF0000
+_TUNSETIFF = 0x400454CA
+_IFF_TAP, _IFF_NO_PI, _IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 
 
 def prepare(ep: Endpoint, routes: list[Route]) -> None:
@@ -32,6 +39,21 @@ def attach(netns_path: str, ep: Endpoint) -> int | None:
                    keys=["0x0/0x0+0"],
                    action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": to})
     return None
+
+
+def open_tap(netns_path: str, tap: str) -> int:
+    """The tap ``tap`` of the namespace, opened for a QEMU that lives in another one (a VM from
+    the VM cache was born in the host's) and is handed the descriptor (QMP ``getfd``): opened as
+    QEMU opens a tap itself (no packet information, virtio-net headers). /dev/net/tun finds the
+    device in the namespace of the thread that opens it. The caller closes it once QEMU has it."""
+    with netns.entered(netns_path):
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH22x", tap.encode(), _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def detach(netns_path: str, ep: Endpoint) -> None:
