@@ -119,7 +119,7 @@ def test_inspect(cfg: Config) -> None:
 @pytest.mark.parametrize(("state", "exclusive", "built", "step"), [
     (template.USABLE, False, False, template.CLONE),
     (template.USABLE, False, True, template.CLONE),
-    (template.USABLE, True, False, template.LOOK_SHARED),  # another create made it meanwhile: clone under the shared lock
+    (template.USABLE, True, False, template.LOOK_SHARED),  # made meanwhile: clone it under the shared lock
     (template.ABSENT, False, False, template.LOOK_EXCLUSIVE),
     (template.STALE, False, False, template.LOOK_EXCLUSIVE),
     (template.BROKEN, False, False, template.LOOK_EXCLUSIVE),
