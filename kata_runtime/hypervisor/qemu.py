@@ -241,9 +241,16 @@ class QemuVM:
     def restore(self, state: Path) -> None:
         """Load the template's device state into this clone (started with ``-incoming defer``) and
         let it run."""
-        self._qmp(("migrate-set-capabilities", {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}),
-                  ("migrate-incoming", {"uri": f"exec:cat {state}"}), wait_status="restore")
-        self._qmp(("cont", {}))
+        try:
+            self._qmp(("migrate-set-capabilities",
+                       {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}),
+                      ("migrate-incoming", {"uri": f"exec:cat {state}"}), wait_status="restore")
+            self._qmp(("cont", {}))
+        except HypervisorError:
+            raise
+        except Exception as e:  # noqa: BLE001 - QMP transport errors: QEMU gave up on the state and exited
+            gone = "" if self.alive() else "QEMU exited: "
+            raise HypervisorError(f"VM restore from {state} failed: {gone}{type(e).__name__}: {e}") from None
 
     def hotplug_nic(self, index: int, tap: str, mac: str, fd: int | None = None) -> None:
         """Plug a virtio-net NIC with MAC ``mac`` into hotplug slot ``index``, backed by tap ``tap``:
