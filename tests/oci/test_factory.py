@@ -8,16 +8,18 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from kata_runtime.factory.cache import CachePaths
 from tests.oci.conftest import Kata, Result, config_with
-from tests.oci.test_network import ip, netns, use_netns  # noqa: F401 - netns is a fixture
+from tests.oci.test_network import _Hello, ip, netns, use_netns  # noqa: F401 - netns is a fixture
 
 RANDOM = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"
 
@@ -201,16 +203,22 @@ def test_vm_cache(kata: Kata, bundle, request: pytest.FixtureRequest, cid: str, 
             "the daemon did not boot a replacement"
 
         n = int(netns[-2:], 16) % 200 + 20
-        b = bundle(["sh", "-c", f"ip -o -4 addr show dev eth0; ip route; ping -c 1 -W 10 10.251.{n}.1 | grep received"])
+        server = ThreadingHTTPServer((f"10.251.{n}.1", 0), _Hello)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        b = bundle(["sh", "-c", f"ip -o -4 addr show dev eth0; ip route; "
+                                f"wget -q -O - http://10.251.{n}.1:{server.server_address[1]}/"])
         use_netns(b, f"/run/netns/{netns}")
-        r = kata("run", "--bundle", str(b), c2, config=cfg)
+        try:
+            r = kata("run", "--bundle", str(b), c2, config=cfg)
+        finally:
+            server.shutdown()
         assert r.rc == 0, r.err
         lines = r.out.splitlines()
         assert lines[0].split()[1:4] == ["eth0", "inet", f"10.251.{n}.2/24"], r.out
-        assert f"default via 10.251.{n}.1 dev eth0" in r.out and "1 packets received" in r.out, r.out
+        assert f"default via 10.251.{n}.1 dev eth0" in r.out and lines[-1] == "hello from the host", r.out
         assert len(phases(kata, "vm_from_cache")) == 2 and not phases(kata, "qemu_launched")
         assert "_kata" not in ip("-n", netns, "-o", "link", "show")
-        assert not kata.log_errors()
+        assert [e["msg"] for e in kata.log_errors()] == [again.err.strip().removeprefix("kata-runtime: ")]
     finally:
         destroyed = kata("factory", "destroy", config=cfg)
     assert destroyed.rc == 0 and "VM cache stopped" in destroyed.out, destroyed.err
