@@ -11,6 +11,10 @@ three alike, N times:
    /init prints ``KATA_BARE_BOOT_DONE`` where it would start the agent, and powers off;
 2. ``kata-runtime run`` of ``true`` in a busybox bundle, with the runtime's debug phase lines
    (``phase <name> <seconds since the CLI started>`` and ``guest boot <key> <uptime> ...``);
+   the same with a VM cloned from a VM template (``[factory] enable_template``, ``factory init``
+   once before the loop), and with a VM from the VM cache (``vm_cache_number = 1``: the daemon's
+   VM is ready before each such run, and its replacement boots before the loop goes on, so that
+   its boot overlaps no measurement);
 3. ``runc run`` of the same bundle.
 
 Then the memory of one idle container (``create`` + ``start`` of ``sleep 1000``): PSS and RSS of
@@ -54,6 +58,7 @@ PHASE_NAMES = ("qemu_launched", "agent_ready", "sandbox_created", "container_cre
 
 # Goals (the issue) and the peer: Kata Containers 1.12.1 (Go) on this machine (DESIGN.md section 10).
 GOAL_RATIO = 1.3
+GOAL_CACHE_RATIO = 0.2  # a run with a VM from the VM cache, against a cold one
 GOAL_SHIM_PSS_MB = 6.0
 GOAL_PROXY_PSS_MB = 4.5
 PEER = {
@@ -199,6 +204,8 @@ class Tracker:
     children: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
     template_config: Path | None = None  # a configuration with [factory] enable_template, once made
     template_dir: Path | None = None
+    cache_config: Path | None = None  # a configuration with [factory] vm_cache_number = 1, once made
+    cache_endpoint: Path | None = None
 
     def _quiet(self, argv: list[str], timeout: float) -> int | None:
         try:
@@ -214,7 +221,19 @@ class Tracker:
             for role, procs in find_ours(cid).items():
                 out += [f"{role} pid {p.pid} of {cid}" for p in procs]
         out += [f"mount {m}" for m in mounts_matching([str(self.work)] + self.kata_ids + self.runc_ids)]
+        out += [f"VM cache process pid {p.pid}" for p in self._cache_procs()]
         return out
+
+    def _cache_procs(self) -> list[psutil.Process]:
+        """The VM cache daemon, its VMs and their proxies (found by the daemon's paths in their argv)."""
+        if self.cache_endpoint is None:
+            return []
+        from kata_runtime.factory.cache import CachePaths
+
+        paths = CachePaths(self.cache_endpoint)
+        marks = [str(self.cache_endpoint)] + [str(paths.sock_dir(i)) for i in range(len(self.kata_ids) + 4)]
+        return [p for p in psutil.process_iter() if p.pid != os.getpid() and
+                any(m in " ".join(_cmdline(p)) for m in marks)]
 
     def cleanup(self) -> list[str]:
         """Kill and delete everything; returns what had to be removed by force (should be empty)."""
@@ -239,12 +258,15 @@ class Tracker:
                         kill_procs([p])
             if self.template_dir is not None:
                 shutil.rmtree(self.template_dir, ignore_errors=True)
+            if self.cache_config is not None:
+                self._quiet([self.runtime, "--kata-config", str(self.cache_config), "factory", "destroy"], 60)
             for cid in self.runc_ids:
                 if (self.runc_root / cid).exists():
                     self._quiet([self.runc, "--root", str(self.runc_root), "delete", "--force", cid], 30)
             forced = self.leftovers()
             for cid in self.kata_ids + self.bare_names:
                 kill_procs(p for procs in find_ours(cid).values() for p in procs)
+            kill_procs(self._cache_procs())
             for point in reversed(mounts_matching([str(self.work)] + self.kata_ids + self.runc_ids)):
                 self._quiet(["umount", "-l", point], 10)
             for cid in self.kata_ids:  # the runtime's shared directory, outside our work dir
@@ -461,12 +483,15 @@ def timed_run(tr: Tracker, argv: list[str], outf: Path, timeout: float) -> tuple
     return rc, wall, error
 
 
-def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float, template: bool = False) -> dict[str, Any]:
-    cid = f"bench{os.getpid()}-{'t' if template else 'k'}{idx}"
+def kata_run(tr: Tracker, bundle: Path, idx: int, timeout: float, mode: str = "cold") -> dict[str, Any]:
+    """``kata-runtime run`` of the bundle; ``mode``: "cold" (the installed configuration), "template"
+    (VM cloned from the template) or "cache" (VM from the VM cache)."""
+    cid = f"bench{os.getpid()}-{ {'cold': 'k', 'template': 't', 'cache': 'v'}[mode]}{idx}"
     tr.kata_ids.append(cid)
     logf = tr.work / f"{cid}.log"
     outf = tr.work / f"{cid}.out"
-    config = ["--kata-config", str(tr.template_config)] if template and tr.template_config else []
+    chosen = {"template": tr.template_config, "cache": tr.cache_config}.get(mode)
+    config = ["--kata-config", str(chosen)] if chosen else []
     argv = [tr.runtime, "--root", str(tr.kata_root), *config, "--debug", "--log", str(logf), "--log-format",
             "json", "run", "--bundle", str(bundle), cid]
     res: dict[str, Any] = {"id": cid, "ok": False}
@@ -737,6 +762,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     bare = [r for r in res["bare"] if r["ok"]]
     kata = [r for r in res["kata"] if r["ok"]]
     kata_tpl = [r for r in res.get("kata_tpl", []) if r["ok"]]
+    kata_cache = [r for r in res.get("kata_cache", []) if r["ok"]]
     runc = [r for r in res["runc"] if r["ok"]]
     s: dict[str, Any] = {
         "n": {"bare": len(bare), "kata": len(kata), "runc": len(runc), "repeat": res["repeat"]},
@@ -745,6 +771,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "kata_run": stat_row([r["wall"] for r in kata]),
         "kata_tpl_run": stat_row([r["wall"] for r in kata_tpl]),
         "template_init": res.get("template_init"),
+        "kata_cache_run": stat_row([r["wall"] for r in kata_cache]),
+        "cache_init": res.get("cache_init"),
         "runc_run": stat_row([r["wall"] for r in runc]),
         "phases": {},
     }
@@ -757,6 +785,10 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     tm = s["kata_tpl_run"][1]
     s["ratio_tpl_bare_exit"] = round(tm / bm, 2) if tm and bm else None
     s["n"]["kata_tpl"] = len(kata_tpl)
+    cm = s["kata_cache_run"][1]
+    s["ratio_cache_cold"] = round(cm / km, 2) if cm and km else None
+    s["ratio_cache_bare_exit"] = round(cm / bm, 2) if cm and bm else None
+    s["n"]["kata_cache"] = len(kata_cache)
     return s
 
 
@@ -810,12 +842,18 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"| `kata-runtime run` of `true`, VM cloned from a template (`[factory] enable_template`; "
         f"`factory init` took {fmt_s(s.get('template_init'))}) | {fmt_s(s.get('kata_tpl_run', (None, None))[0])} | "
         f"{fmt_s(s.get('kata_tpl_run', (None, None))[1])} | ≤ {GOAL_RATIO} × bare | |",
+        f"| `kata-runtime run` of `true`, VM from the VM cache (`[factory] vm_cache_number = 1`; `factory init` "
+        f"took {fmt_s(s.get('cache_init'))}) | {fmt_s(s.get('kata_cache_run', (None, None))[0])} | "
+        f"{fmt_s(s.get('kata_cache_run', (None, None))[1])} | ≤ {GOAL_CACHE_RATIO} × cold | |",
         f"| `runc run` of `true` | {fmt_s(s['runc_run'][0])} | {fmt_s(s['runc_run'][1])} | | "
         f"{PEER['runc_run']} |",
         f"| kata / bare boot-and-exit (medians) | | {_x(s['ratio_bare_exit'])} | ≤ {GOAL_RATIO}x: "
         f"{verdict(s['ratio_bare_exit'], GOAL_RATIO)} | {PEER['ratio_bare']} |",
         f"| kata from a template / bare boot-and-exit (medians) | | {_x(s.get('ratio_tpl_bare_exit'))} | "
         f"≤ {GOAL_RATIO}x: {verdict(s.get('ratio_tpl_bare_exit'), GOAL_RATIO)} | |",
+        f"| kata from the VM cache / cold kata (medians) | | {_x(s.get('ratio_cache_cold'))} | "
+        f"≤ {GOAL_CACHE_RATIO}x: {verdict(s.get('ratio_cache_cold'), GOAL_CACHE_RATIO)} | |",
+        f"| kata from the VM cache / bare boot-and-exit (medians) | | {_x(s.get('ratio_cache_bare_exit'))} | | |",
         f"| kata / bare to marker (medians) | | {_x(s['ratio_bare_marker'])} | | |",
         f"| kata / runc (medians) | | {_x(s['ratio_runc'])} | | |",
         "",
@@ -893,7 +931,7 @@ def render_markdown(res: dict[str, Any]) -> str:
     left = res.get("left_behind") or []
     lines += ["", "Clean-up: " + ("nothing of ours was left behind." if not left else
                                    f"had to remove by force: {', '.join(left)}.")]
-    errs = [f"{k} #{i + 1}: {r['error']}" for k in ("bare", "kata", "kata_tpl", "runc")
+    errs = [f"{k} #{i + 1}: {r['error']}" for k in ("bare", "kata", "kata_tpl", "kata_cache", "runc")
             for i, r in enumerate(res.get(k, []))
             if r.get("error")]
     if errs:
@@ -939,6 +977,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     ap.add_argument("--no-template", action="store_true", help="skip the runs cloned from a VM template")
+    ap.add_argument("--no-cache", action="store_true", help="skip the runs with a VM from the VM cache")
     ap.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: print the tables of an "
                     "earlier run's --json file (with --markdown FILE: write them there too)")
     args = ap.parse_args(argv)
@@ -952,14 +991,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+INSTALLED_CONFIG = Path("/usr/share/defaults/kata-containers/configuration.toml")
+
+
+def factory_config(**keys: object) -> str:
+    """The installed configuration with these ``[factory]`` keys set ("" if there is none)."""
+    text = INSTALLED_CONFIG.read_text() if INSTALLED_CONFIG.exists() else ""
+    if not text:
+        return ""
+    if not re.search(r"(?m)^\[factory\]\s*$", text):
+        text += "\n[factory]\n"
+    for key, value in keys.items():
+        line = f"{key} = {json.dumps(value)}"
+        if re.search(rf"(?m)^{key}\s*=", text):
+            text = re.sub(rf"(?m)^{key}\s*=.*$", line, text)
+        else:
+            text = re.sub(r"(?m)^\[factory\]\s*$", f"[factory]\n{line}", text)
+    return text
+
+
 def make_template(tr: Tracker, res: dict[str, Any], timeout: float, progress: Callable[[str], None]) -> None:
     """``factory init`` with a configuration that enables templates (template in /dev/shm)."""
-    installed = Path("/usr/share/defaults/kata-containers/configuration.toml")
     tr.template_dir = Path("/dev/shm") / f"kata-bench-{os.getpid()}"
-    text = installed.read_text() if installed.exists() else ""
-    text = re.sub(r"(?m)^enable_template\s*=.*$", "enable_template = true", text)
-    text = re.sub(r"(?m)^template_path\s*=.*$", f'template_path = "{tr.template_dir}/template"', text)
-    if "enable_template = true" not in text:
+    text = factory_config(enable_template=True, template_path=f"{tr.template_dir}/template")
+    if not text:
         progress("cannot make a template configuration: skipping the template runs")
         return
     tr.template_config = tr.work / "configuration-template.toml"
@@ -972,6 +1027,42 @@ def make_template(tr: Tracker, res: dict[str, Any], timeout: float, progress: Ca
         return
     res["template_init"] = round(wall, 3)
     progress(f"factory init: {wall:.2f} s")
+
+
+def make_cache(tr: Tracker, res: dict[str, Any], timeout: float, progress: Callable[[str], None]) -> None:
+    """``factory init`` with a configuration that keeps one VM in the VM cache (socket in the work dir)."""
+    tr.cache_endpoint = tr.work / "cache.sock"
+    text = factory_config(vm_cache_number=1, vm_cache_endpoint=str(tr.cache_endpoint))
+    if not text:
+        progress("cannot make a VM cache configuration: skipping the VM cache runs")
+        return
+    tr.cache_config = tr.work / "configuration-cache.toml"
+    tr.cache_config.write_text(text)
+    rc, wall, error = timed_run(tr, [tr.runtime, "--kata-config", str(tr.cache_config), "factory", "init"],
+                                tr.work / "factory-init-cache.out", timeout)
+    if rc != 0:
+        progress(f"factory init (VM cache) failed ({error or tail(tr.work / 'factory-init-cache.out')}): "
+                 "skipping the VM cache runs")
+        res["cache_error"] = error or tail(tr.work / "factory-init-cache.out")
+        tr.cache_config = None
+        return
+    res["cache_init"] = round(wall, 3)
+    progress(f"factory init (VM cache, 1 VM): {wall:.2f} s")
+
+
+def cache_ready(tr: Tracker, timeout: float) -> float | None:
+    """Wait until the VM cache has its VM ready; the seconds it took (None: not within ``timeout``)."""
+    from kata_runtime.factory.cache import query
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if query(str(tr.cache_endpoint)).get("ready", 0) >= 1:
+                return time.monotonic() - t0
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    return None
 
 
 def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
@@ -987,15 +1078,28 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
         make_template(tr, res, args.timeout, progress)
         if tr.template_config is not None:
             kinds = ("bare", "kata", "kata_tpl", "runc")
+    if not args.no_cache:
+        make_cache(tr, res, args.timeout, progress)
+        if tr.cache_config is not None:
+            kinds = (*kinds[:-1], "kata_cache", kinds[-1])
     for i in range(args.repeat):
         for kind in kinds:
+            if kind == "kata_cache" and cache_ready(tr, args.timeout) is None:
+                progress(f"{i + 1}/{args.repeat} kata_cache: the VM cache has no VM ready")
             load = loadavg()
             if kind == "bare":
                 r = bare_boot(tr, i, args.timeout)
             elif kind == "kata":
                 r = kata_run(tr, bundle_true, i, args.timeout)
             elif kind == "kata_tpl":
-                r = kata_run(tr, bundle_true, i, args.timeout, template=True)
+                r = kata_run(tr, bundle_true, i, args.timeout, mode="template")
+            elif kind == "kata_cache":
+                r = kata_run(tr, bundle_true, i, args.timeout, mode="cache")
+                r["from_cache"] = "vm_from_cache" in r["phases"]
+                if not r["from_cache"] and r["ok"]:
+                    r["ok"], r["error"] = False, "booted cold: the VM cache gave no VM"
+                if i + 1 < args.repeat:  # its replacement boots now, not during the next measurements
+                    r["refill"] = cache_ready(tr, args.timeout)
             else:
                 r = runc_run(tr, bundle_true, i, args.timeout)
             r["load"] = load
@@ -1014,6 +1118,8 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
         if tr.template_config is not None:
             progress("memory: the same, in a VM cloned from the template")
             res["memory_template"] = memory_idle(tr, bundle_sleep, args.idle, args.timeout, template=True)
+    if tr.cache_config is not None:  # its daemon's replacement VM is of no more use
+        tr._quiet([tr.runtime, "--kata-config", str(tr.cache_config), "factory", "destroy"], 60)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1040,7 +1146,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
         "short": args.short, "load_start": loadavg(), "host": host_facts(args.runtime),
-        "bare": [], "kata": [], "kata_tpl": [], "runc": [], "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
+        "bare": [], "kata": [], "kata_tpl": [], "kata_cache": [], "runc": [],
+        "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
     status = 0
     say(f"work dir {work}; load {res['load_start']}; {args.repeat} repetition(s)")
     try:

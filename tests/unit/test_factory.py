@@ -248,6 +248,7 @@ def test_move_dir(tmp_path: Path) -> None:
 def cache_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setattr(cache, "SOCKET_ROOT", tmp_path / "sock")
     monkeypatch.setattr(cache, "SHARED_ROOT", tmp_path / "shared-cache")
+    monkeypatch.setattr(cache, "REFILL_DELAY", 0.2)
     procs: list[subprocess.Popen[bytes]] = []
     yield {"procs": procs}
     for p in procs:
