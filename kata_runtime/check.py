@@ -81,24 +81,17 @@ def host_problems(cfg: Config) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
-def run_check(opts: RuntimeOptions) -> int:
-    """Print what the host has and whether it can run containers; 0 if it can, 1 if not."""
+def run_check(opts: RuntimeOptions) -> tuple[list[str], bool]:
+    """What the host has, ending with the verdict line, and whether it can run containers."""
     cfg = load_config(opts.kata_config)
     lines, problems = host_problems(cfg)
     lines.insert(0, f"configuration: {cfg.source or '(built-in defaults)'}")
     if problems:
-        for line in lines:
-            print(line)
-        print(f"System is not capable of running Kata Containers: {'; '.join(problems)}")
-        return 1
+        return lines + [f"System is not capable of running Kata Containers: {'; '.join(problems)}"], False
     accel, reason = decide_accel(cfg)
-    for line in lines:
-        print(line)
     if accel not in ("kvm", "tcg"):
-        print(f"System is not capable of running Kata Containers: no usable accelerator: {reason}")
-        return 1
-    print(f"System is capable of running Kata Containers (accelerator: {accel}: {reason})")
-    return 0
+        return lines + [f"System is not capable of running Kata Containers: no usable accelerator: {reason}"], False
+    return lines + [f"System is capable of running Kata Containers (accelerator: {accel}: {reason})"], True
 
 
 def qemu_version(path: str) -> str:
@@ -155,7 +148,7 @@ def _runtime_path() -> str:
 
 def env_data(opts: RuntimeOptions) -> dict[str, Any]:
     """The kata-env report as nested tables (Kata 1.x's section and key names)."""
-    from kata_runtime.cli.version import commit
+    from kata_runtime.build import commit
 
     cfg = load_config(opts.kata_config)
     hv = cfg.hypervisor

@@ -21,7 +21,9 @@ def kata_check(opts: RuntimeOptions) -> int:
     Exit status 0 if the system can run Kata Containers, 1 if not."""
     from kata_runtime import check
 
-    return check.run_check(opts)
+    lines, capable = check.run_check(opts)
+    click.echo("\n".join(lines))
+    return 0 if capable else 1
 
 
 @runc_command("kata-env", nargs=(0, 0), short_help="display settings")

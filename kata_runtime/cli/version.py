@@ -4,26 +4,12 @@
 from __future__ import annotations
 
 import platform
-import subprocess
-from pathlib import Path
 
 import click
 
 from kata_runtime import OCI_VERSION, __version__
+from kata_runtime.build import commit
 from kata_runtime.cli.command import runc_command
-
-
-def commit() -> str:
-    """The git commit of the source tree this package runs from, or ``unknown`` when installed."""
-    top = Path(__file__).resolve().parent.parent.parent
-    if not (top / ".git").exists():
-        return "unknown"
-    try:
-        out = subprocess.run(["git", "-C", str(top), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
 def version_text() -> str:
