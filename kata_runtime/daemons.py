@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from kata_runtime import faults
 from kata_runtime.errors import ProxyError, ShimError
 from kata_runtime.store import ProcRef
 
@@ -51,6 +52,7 @@ def _start_daemon(name: str, argv: list[str], log: Path, sandbox: str, netns: st
 
     rfd, wfd = os.pipe()
     try:
+        faults.point(name)
         with open(log, "ab") as logf, _netns.entered(netns):
             proc = subprocess.Popen(argv + ["--ready-fd", str(wfd)], stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=logf, pass_fds=(wfd,), start_new_session=True, cwd="/")
@@ -117,6 +119,7 @@ def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool
     if command:
         argv += ["--", *(a.replace("\0", " ") for a in command)]
     try:
+        faults.point("kata-shim")
         with _netns.entered(netns or None):
             proc = subprocess.Popen(argv, pass_fds=(wfd,), start_new_session=detach, cwd="/", stdin=terminal_fd,
                                     stdout=terminal_fd, stderr=terminal_fd)
@@ -173,6 +176,7 @@ def send_console(console_socket: Path, cid: str, step: str) -> int:
     master, slave = os.openpty()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            faults.point("console-socket")
             sock.connect(str(console_socket))
             socket.send_fds(sock, [os.ttyname(slave).encode()], [master])
     except OSError as e:

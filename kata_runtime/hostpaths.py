@@ -21,6 +21,7 @@ import os
 import stat
 from pathlib import Path
 
+from kata_runtime import faults
 from kata_runtime.errors import InvalidArgument
 
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFREG: "a regular file",
@@ -76,6 +77,7 @@ def write_pid_file(path: Path, pid: int, cid: str, step: str) -> None:
     """Write ``pid`` to ``path`` as runc does: a temporary ``.<name>`` beside it, renamed over it."""
     tmp = path.with_name(f".{path.name}")
     try:
+        faults.point("pid-file")
         tmp.write_text(str(pid))
         os.replace(tmp, path)
     except OSError as e:

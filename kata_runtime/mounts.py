@@ -6,6 +6,8 @@ import ctypes
 import errno
 import os
 
+from kata_runtime import faults
+
 MS_RDONLY = 1
 MS_REMOUNT = 32
 MS_BIND = 4096
@@ -18,6 +20,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def bind(source: str, target: str, readonly: bool = False) -> None:
     """Recursive bind mount of ``source`` onto ``target`` (made if missing: a directory, or an
     empty file when ``source`` is not a directory)."""
+    faults.point("mount")
     if os.path.isdir(source):
         os.makedirs(target, exist_ok=True)
     else:
@@ -36,6 +39,7 @@ def bind(source: str, target: str, readonly: bool = False) -> None:
 
 def unmount(target: str) -> None:
     """Lazy unmount; a path that is not mounted (or gone) is fine."""
+    faults.point("unmount")
     while _libc.umount2(target.encode(), MNT_DETACH) == 0:
         pass  # stacked mounts: peel them all
     e = ctypes.get_errno()

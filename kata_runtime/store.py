@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kata_runtime import faults
 from kata_runtime.errors import ContainerExists, ContainerNotFound, KataError
 from kata_runtime.oci.state import Status
 
@@ -50,6 +51,7 @@ def write_json_atomically(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see the old or the new file, whole:
     a temporary file beside it, fsync'ed, renamed over it."""
     tmp = path.with_suffix(".tmp")
+    faults.point("record")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(data, indent=1).encode())
@@ -173,14 +175,20 @@ class SandboxStore:
         self.sbs.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.vms.mkdir(parents=True, exist_ok=True, mode=0o711)
         try:
+            faults.point("state-dir")
             self.sandbox_dir(sid).mkdir(mode=0o711)
         except FileExistsError:
             raise ContainerExists("container with id exists", container=sid, step="create") from None
         except OSError as e:
             raise KataError(f"cannot create state directory: {e}", container=sid, step="create") from None
-        self.vm_dir(sid).mkdir(mode=0o700, exist_ok=True)
-        SOCKET_ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.socket_dir(sid).mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.vm_dir(sid).mkdir(mode=0o700, exist_ok=True)
+            SOCKET_ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
+            faults.point("socket-dir")
+            self.socket_dir(sid).mkdir(mode=0o700, exist_ok=True)
+        except OSError as e:
+            self.remove(sid)  # the id is not taken after all
+            raise KataError(f"cannot create state directory: {e}", container=sid, step="create") from None
 
     @contextlib.contextmanager
     def locked(self, sid: str, step: str = "") -> Iterator[None]:
@@ -201,7 +209,11 @@ class SandboxStore:
             os.close(fd)
 
     def save(self, rec: SandboxRecord) -> None:
-        write_json_atomically(self.sandbox_dir(rec.id) / "sandbox.json", rec.to_json())
+        path = self.sandbox_dir(rec.id) / "sandbox.json"
+        try:
+            write_json_atomically(path, rec.to_json())
+        except OSError as e:
+            raise KataError(f"cannot write state file {path}: {e.strerror or e}", container=rec.id) from None
 
     def load(self, sid: str, step: str = "") -> SandboxRecord:
         path = self.sandbox_dir(sid) / "sandbox.json"

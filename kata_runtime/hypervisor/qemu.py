@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kata_runtime import faults
 from kata_runtime.config import HypervisorConfig
 from kata_runtime.errors import HypervisorError
 from kata_runtime.store import ProcRef
@@ -156,11 +157,13 @@ class QemuVM:
 
     def launch(self, config_source: str = "") -> int:
         self.check_files(config_source)
+        faults.point("qemu", HypervisorError)
         res = subprocess.run(self.argv(), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
         if res.returncode != 0:
             err = (res.stderr or res.stdout).decode(errors="replace").strip().splitlines()
             raise HypervisorError(f"QEMU failed to start: {err[-1] if err else f'exit {res.returncode}'}")
         try:
+            faults.point("qemu-pidfile")
             pid = int(self.paths.pidfile.read_text().strip())
         except (OSError, ValueError) as e:
             raise HypervisorError(f"QEMU did not write its pid file: {e}") from None
@@ -308,6 +311,7 @@ class QemuVM:
         if not self.alive():
             return
         assert self.proc is not None
+        faults.point("qemu-stop", HypervisorError)
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             try:
                 os.kill(self.proc.pid, sig)

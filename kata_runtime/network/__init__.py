@@ -5,20 +5,12 @@ internetworking models :mod:`tcfilter` and :mod:`macvtap` (``none``: the guest h
 
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from kata_runtime.network.endpoints import Endpoint, Route
 
 MODELS = ("tcfilter", "macvtap", "none")
-
-# Tests only: a shell command run (and waited for) after an interface's device is made and
-# before it is hotplugged, with KATA_NETNS and KATA_TAP in its environment. It lets a test make
-# QEMU refuse the tap, or kill the runtime at that very point.
-TEST_HOOK_BEFORE_HOTPLUG = "KATA_TEST_HOOK_BEFORE_HOTPLUG"
-
 
 class NetworkModel(Protocol):
     """How an interface of the namespace is connected to the VM (the modules of the models)."""
@@ -44,10 +36,3 @@ def model(name: str) -> NetworkModel:
 
     return tcfilter
 
-
-def run_test_hook(netns_path: str, tap: str) -> None:
-    """Run the command of :data:`TEST_HOOK_BEFORE_HOTPLUG`, if the environment has one."""
-    command = os.environ.get(TEST_HOOK_BEFORE_HOTPLUG)
-    if command:
-        subprocess.run(["/bin/sh", "-c", command], env={**os.environ, "KATA_NETNS": netns_path, "KATA_TAP": tap},
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kata_runtime import faults
 from kata_runtime.network import netns
 from kata_runtime.network.endpoints import RT_TABLE_MAIN, RTNH_F_ONLINK, Endpoint, Route, link_index, rtnl
 
@@ -68,6 +69,7 @@ def attach(netns_path: str, ep: Endpoint) -> int:
             raise OSError(errno.ENODEV, f"{ep.name} is gone from the namespace")
         ipr.link("set", index=veth, address=ep.veth_mac)
         ipr.link("add", ifname=ep.tap, kind="macvtap", link=veth, macvtap_mode="bridge", address=ep.mac)
+        faults.point("macvtap")
         tap = ipr.link_lookup(ifname=ep.tap)[0]
         ipr.link("set", index=tap, mtu=ep.mtu, state="up")
         for a in ep.addresses:

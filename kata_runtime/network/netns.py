@@ -20,6 +20,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from kata_runtime import faults
+
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 _CLONE_NEWNS = 0x00020000
@@ -38,6 +40,7 @@ def _os_error(what: str) -> OSError:
 
 def create(path: Path) -> None:
     """Make a new, empty network namespace pinned at ``path`` (which must not exist)."""
+    faults.point("netns")
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
     failure: list[OSError] = []
@@ -61,6 +64,7 @@ def create(path: Path) -> None:
 def remove(path: Path) -> None:
     """Unpin and delete a namespace made by :func:`create` (gone already is fine); the
     namespace itself ends when its last process and mount are gone."""
+    faults.point("netns-remove")
     while _libc.umount2(str(path).encode(), _MNT_DETACH) == 0:
         pass
     e = ctypes.get_errno()

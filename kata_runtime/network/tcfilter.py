@@ -11,6 +11,7 @@ import fcntl
 import os
 import struct
 
+from kata_runtime import faults
 from kata_runtime.network import netns
 from kata_runtime.network.endpoints import Endpoint, Route, link_index, rtnl
 
@@ -30,6 +31,7 @@ def attach(netns_path: str, ep: Endpoint) -> int | None:
     the tap by name: no file descriptor to hand over (None)."""
     with rtnl(netns_path) as ipr:
         ipr.link("add", ifname=ep.tap, kind="tuntap", mode="tap")
+        faults.point("tap")
         tap = ipr.link_lookup(ifname=ep.tap)[0]
         veth = ipr.link_lookup(ifname=ep.name)[0]
         ipr.link("set", index=tap, mtu=ep.mtu, state="up")

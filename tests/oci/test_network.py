@@ -294,7 +294,7 @@ def test_qemu_refusing_the_tap_leaves_the_namespace_as_it_was(kata: Kata, cid: s
     """tcfilter: the tap is made busy (another process attaches to it) between its making and the
     hotplug, so QEMU cannot open it: create fails with QEMU's words, the tap, its filters and the
     VM are gone and the engine's eth0 is untouched."""
-    from kata_runtime.network import TEST_HOOK_BEFORE_HOTPLUG
+    from kata_runtime.faults import TEST_HOOK_BEFORE_HOTPLUG
 
     script, holder = tmp_path / "hold_tap.py", tmp_path / "holder.pid"
     script.write_text(_HOLD_TAP)
@@ -338,7 +338,7 @@ def test_kill_9_of_the_runtime_after_the_taps_then_delete_force_cleans(model: st
     """The runtime is SIGKILLed once the interface's device is made (the test hook holds it right
     before the hotplug): the engine's ``kill ID 9``, ``kill --all ID 9`` and ``delete --force ID``
     remove the device, the filters, QEMU, proxy, shim and state, and give eth0 back."""
-    from kata_runtime.network import TEST_HOOK_BEFORE_HOTPLUG
+    from kata_runtime.faults import TEST_HOOK_BEFORE_HOTPLUG
 
     kata.config = model_config(tmp_path, model)
     paused = tmp_path / "hook.pid"
