@@ -295,7 +295,8 @@ def for_clone(cfg: Config, accel: str, timeout: float) -> tuple[Clonable | None,
                 return None, f"the VM template just made at {tp.root} is not usable: {verdict.why}"
             if step == REMOVE:
                 remove(tp)
-                return None, f"the VM template at {tp.root} is broken ({verdict.why}): removed"
+                return None, (f"the VM template at {tp.root} is broken ({verdict.why}): removed, the next create "
+                              "makes a new one")
             if step == BUILD:
                 log.debug("making the VM template at %s (%s)", tp.root, verdict.why)
                 try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -195,7 +196,7 @@ def test_for_clone_gives_up_on_a_broken_template_and_a_held_lock(cfg: Config, mo
     tp = fake_build(cfg, "tcg", 1)
     tp.state.unlink()
     clonable, why = template.for_clone(cfg, "tcg", 10)
-    assert clonable is None and "is broken" in why and why.endswith(": removed")
+    assert clonable is None and "is broken" in why and why.endswith(": removed, the next create makes a new one")
     assert not tp.root.exists()  # the next create makes a new one
     holder = TemplateLock(tp.lock)
     assert holder.acquire(True, time.monotonic())
@@ -357,3 +358,20 @@ def test_cache_stop_cleans_up_after_a_killed_daemon(cfg: Config, tmp_path: Path,
     assert not paths.dir.exists() and not (tmp_path / "sock").exists() or not any((tmp_path / "sock").iterdir())
     assert not any((tmp_path / "shared-cache").iterdir())
     assert not cache.stop(cfg)
+
+
+def test_factory_configuration(tmp_path: Path) -> None:
+    from kata_runtime.config import load_config
+    from kata_runtime.errors import ConfigError
+
+    f = tmp_path / "c.toml"
+    f.write_text('[factory]\nvm_cache_number = 2\nvm_cache_endpoint = "/run/x/cache.sock"\n')
+    cfg = load_config(f)
+    assert (cfg.factory.vm_cache_number, cfg.factory.vm_cache_endpoint) == (2, "/run/x/cache.sock")
+    assert (Config().factory.vm_cache_number, Config().factory.vm_cache_endpoint) == (0, "/run/vc/cache.sock")
+    for bad, said in (("vm_cache_number = -1", "vm_cache_number must be 0 (no cache) or more"),
+                      ('vm_cache_endpoint = "cache.sock"', "vm_cache_endpoint must be an absolute path"),
+                      (f'vm_cache_endpoint = "/{"x" * 120}"', "of at most 100 bytes")):
+        f.write_text(f"[factory]\n{bad}\n")
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            load_config(f)
