@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kata_runtime import daemons, mounts
+from kata_runtime import daemons, faults, mounts
 from kata_runtime.config import Config
 from kata_runtime.errors import AgentError, HypervisorError, KataError, ProxyError
 from kata_runtime.hypervisor.qemu import SHARED_FS_TAG
@@ -253,6 +253,8 @@ class Sandbox:
             self._agent.close()
             self._agent = None
         self.agent_answered = False
+        if self.rec.qemu is None:
+            vm.adopt()  # launched, but its pid was not read: it is found by its pid file, as destroy() does
         vm.stop()
         daemons.kill(self.rec.proxy)
         self.rec.qemu = self.rec.proxy = None
@@ -333,7 +335,7 @@ class Sandbox:
                     raise KataError(f"network: cannot connect {ep.name} to the VM ({model}): {e}", container=self.id,
                                     step="create") from None
                 try:
-                    network.run_test_hook(self.rec.netns, ep.tap)
+                    faults.run_hook_before_hotplug(self.rec.netns, ep.tap)
                     vm.hotplug_nic(ep.index, ep.tap, ep.mac, fd=fd)
                     plugged = True
                 finally:

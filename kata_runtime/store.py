@@ -213,7 +213,7 @@ class SandboxStore:
         try:
             write_json_atomically(path, rec.to_json())
         except OSError as e:
-            raise KataError(f"cannot write state file {path}: {e.strerror or e}", container=rec.id) from None
+            raise KataError(f"cannot write state file {path}: {e.strerror or e}") from None  # the path names it
 
     def load(self, sid: str, step: str = "") -> SandboxRecord:
         path = self.sandbox_dir(sid) / "sandbox.json"

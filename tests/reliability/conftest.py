@@ -1,0 +1,38 @@
+"""The reliability group: faults injected in our own code, bad input, security, races and load.
+It reuses the fixtures of tests/oci (a private root per test, bundles, the per-test leak check)
+and adds a VM template shared by the module, so that a sandbox costs a clone (~1 s), not a boot."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.oci.conftest import (  # noqa: F401 - fixtures and the report hook of tests/oci
+    Kata,
+    bundle,
+    cid,
+    config_with,
+    kata,
+    nothing_left,
+    pytest_runtest_makereport,
+)
+
+
+@pytest.fixture(scope="module")
+def template_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A configuration with ``[factory] enable_template`` (and kata-netmon, so that its start is
+    one of the acquisitions), whose template is made once for the module and destroyed after it."""
+    where = tmp_path_factory.mktemp("template")
+    shm = Path("/dev/shm") / f"kata-rel-{uuid.uuid4().hex[:8]}"
+    shm.mkdir()
+    cfg = config_with(where, factory_enable_template=True, factory_template_path=str(shm / "template"),
+                      netmon_enable_netmon=True)
+    maker = Kata(where / "root", where / "factory.log", cfg)
+    maker.ok("factory", "init")
+    yield cfg
+    maker("factory", "destroy")
+    shutil.rmtree(shm, ignore_errors=True)

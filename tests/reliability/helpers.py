@@ -1,0 +1,37 @@
+"""Checks shared by the reliability tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import our_leftovers, sandbox_leftovers
+from tests.oci.conftest import Kata, Result
+
+
+def ensure_template(cfg: Path, root: Path) -> None:
+    """Make the template again if a fault made it look broken (it is then removed, as it must be)."""
+    k = Kata(root, root.with_name("factory.log"), cfg)
+    if "no VM template" in k.ok("factory", "status").out:
+        k.ok("factory", "init")
+
+
+def leftovers(kata: Kata, cid: str) -> list[str]:
+    """Everything of ``cid`` on the host and in ``kata``'s root: processes, mounts, state, sockets,
+    netns, shared directory, a pod membership."""
+    left = our_leftovers(cid) + sandbox_leftovers(kata.root, cid)
+    member = kata.root / "ctr" / cid
+    if member.exists():
+        left.append(f"file: {member}")
+    return left
+
+
+def one_clear_line(r: Result, cid: str = "") -> str:
+    """The single error line of a refusal: non-zero exit, no traceback, ``kata-runtime: `` first."""
+    assert r.rc != 0, f"expected a refusal, got rc 0: {r.out!r}"
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, f"expected one error line, got: {r.err!r}"
+    assert "Traceback" not in r.err and "internal error" not in r.err, r.err
+    assert lines[0].startswith("kata-runtime: "), lines[0]
+    if cid:
+        assert cid in lines[0], lines[0]
+    return lines[0]
