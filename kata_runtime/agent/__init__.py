@@ -11,6 +11,10 @@ class AgentClient(Protocol):
     def check(self, timeout: float) -> None:
         """Return once the agent answers; raise AgentError after ``timeout`` seconds."""
 
+    def wait_warm(self, timeout: float) -> None:
+        """Return once the agent has warmed the guest's page cache for its first container (the
+        VM template waits for it before it is saved, so that every clone starts warm)."""
+
     def create_sandbox(self, sandbox_id: str, hostname: str, storages: list[dict[str, Any]]) -> None: ...
 
     def destroy_sandbox(self) -> None: ...

@@ -55,6 +55,9 @@ class AgentCalls:
         self.call("CreateSandbox", {"sandbox_id": sandbox_id, "hostname": hostname,
                                     "storages": [_storage(s) for s in storages]}, "create")
 
+    def wait_warm(self, timeout: float) -> None:
+        self.call("Check", {"service": "warm"}, "factory init", timeout=timeout)
+
     def destroy_sandbox(self) -> None:
         self.call("DestroySandbox", {}, "delete", timeout=5)
 

@@ -416,6 +416,7 @@ def build(cfg: Config, accel: str, timeout: float) -> TemplatePaths:
                                     tp.vm_dir / "proxy.log", cfg.proxy_path)
         agent = agents.connect(cfg.agent.transport, str(tp.vm_dir / "proxy.sock"), TEMPLATE_NAME)
         wait_agent(agent, vm, timeout, TEMPLATE_NAME, "factory init")
+        agent.wait_warm(timeout)  # every clone then starts with the OCI runtime in its page cache
         agent.close()
         agent = None
         vm.save(tp.state)

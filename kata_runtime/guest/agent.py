@@ -90,6 +90,9 @@ def main() -> None:
     channel_holder.append(channel)
     service = AgentService(containers, channel.forget, BOOT_STAMPS, grpc_service.version)
     channel.service = service
+    import threading
+
+    threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()
     BOOT_STAMPS["agent_serving"] = uptime()
     log.debug("serving on %s", port)
     channel.serve_forever()
