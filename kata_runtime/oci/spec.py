@@ -1,9 +1,9 @@
 """OCI bundles: load and validate ``config.json``; container ids and signal names as runc reads them.
 
 Validation uses the runtime-spec JSON schemas (draft-04) shipped in ``kata_runtime/oci-spec/``
-for the structure, then :mod:`kata_runtime.oci.validate` for what runc 1.1 refuses in it.
-``jsonschema`` costs about 0.1 s to import, so it is imported only when a bundle is loaded
-(``create``/``run``), never by the other commands, and the validator is built once per process.
+for the structure, checked by our own :mod:`kata_runtime.oci.schema` (``jsonschema`` cost the CLI
+6.5 MB and 0.1 s), then :mod:`kata_runtime.oci.validate` for what runc 1.1 refuses in it. The
+schema is compiled only when a bundle is loaded (``create``/``run``), once per process.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kata_runtime.errors import BundleError, InvalidArgument
 
 if TYPE_CHECKING:
-    from jsonschema.protocols import Validator
+    from kata_runtime.oci.schema import Schema
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "oci-spec"
 ROOT_SCHEMA = "config-schema.json"
@@ -39,7 +39,7 @@ _SIGNALS: dict[str, int] = {
 _INT_RE = re.compile(r"^[+-]?[0-9]+$")
 _MAX_SIGNAL = int(getattr(_signal, "SIGRTMAX", 64))
 
-_validator: Validator | None = None
+_schema: Schema | None = None
 
 
 @dataclass
@@ -75,28 +75,34 @@ def parse_signal(s: str) -> int:
         raise InvalidArgument(f"unknown signal {json.dumps(s, ensure_ascii=False)}") from None
 
 
-def schema_validator() -> Validator:
-    """The Draft-4 validator of ``config-schema.json``, its relative ``$ref``s resolved from the
-    other schema files of :data:`SCHEMA_DIR` (built on first use, then cached)."""
-    global _validator
-    if _validator is None:
-        from jsonschema import Draft4Validator
-        from referencing import Registry, Resource
-        from referencing.jsonschema import DRAFT4
+def schema_documents() -> dict[str, Any]:
+    """The schema files of :data:`SCHEMA_DIR`, parsed, by file name (the names their relative
+    ``$ref``s use), with our one change; :class:`.schema.SchemaError` if one cannot be read."""
+    from kata_runtime.oci.schema import SchemaError
 
-        # The schemas carry no "id": each is registered under its file name, and the refs
-        # ("defs.json#/definitions/...") resolve against the name of the file they appear in.
-        resources = []
-        for f in sorted(SCHEMA_DIR.glob("*.json")):
-            contents = json.loads(f.read_text())
-            if f.name == "defs-linux.json":
-                # The schema's enum lacks the recursive values that runc 1.1 takes (and docker
-                # sends): oci.validate checks rootfsPropagation against runc's list.
-                contents["definitions"]["RootfsPropagation"] = {"type": "string"}
-            resources.append((f.name, Resource.from_contents(contents, default_specification=DRAFT4)))
-        registry: Registry[Any] = Registry().with_resources(resources)
-        _validator = Draft4Validator({"$ref": ROOT_SCHEMA}, registry=registry)
-    return _validator
+    documents: dict[str, Any] = {}
+    for f in sorted(SCHEMA_DIR.glob("*.json")):
+        try:
+            documents[f.name] = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SchemaError(f"{f}: {e}") from None
+    linux = documents.get("defs-linux.json")
+    if isinstance(linux, dict) and isinstance(linux.get("definitions"), dict):
+        # The schema's enum lacks the recursive values that runc 1.1 takes (and docker sends):
+        # oci.validate checks rootfsPropagation against runc's list.
+        linux["definitions"]["RootfsPropagation"] = {"type": "string"}
+    return documents
+
+
+def runtime_spec_schema() -> Schema:
+    """``config-schema.json`` compiled with the documents its ``$ref``s name (on first use, then
+    cached); :class:`.schema.SchemaError` if the packaged schemas cannot be read or checked."""
+    global _schema
+    if _schema is None:
+        from kata_runtime.oci.schema import Schema
+
+        _schema = Schema(schema_documents(), ROOT_SCHEMA)
+    return _schema
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -105,17 +111,10 @@ def _short(text: str, limit: int = 160) -> str:
 
 
 def validate_spec(spec: Any) -> str | None:
-    """None if ``spec`` is a valid runtime spec, else ``"<json path>: <message>"`` of the most
-    relevant error."""
-    validator = schema_validator()
-    if validator.is_valid(spec):
-        return None
-    from jsonschema.exceptions import best_match
-
-    err = best_match(validator.iter_errors(spec))
-    if err is None:  # pragma: no cover - is_valid said there is one
-        return "invalid"
-    return f"{err.json_path}: {_short(err.message)}"
+    """None if ``spec`` is a valid runtime spec, else ``"<json path>: <message>"`` of its first
+    violation; :class:`.schema.SchemaError` if the packaged schemas cannot be read or checked."""
+    violation = runtime_spec_schema().first_violation(spec)
+    return None if violation is None else f"{violation.json_path}: {_short(violation.message)}"
 
 
 def load_bundle(bundle: Path, cid: str, *, no_pivot: bool = False) -> Bundle:
@@ -140,7 +139,13 @@ def load_bundle(bundle: Path, cid: str, *, no_pivot: bool = False) -> Bundle:
     except json.JSONDecodeError as e:
         raise BundleError(f"{config} is not valid JSON: line {e.lineno} column {e.colno}: {e.msg}",
                           container=cid) from None
-    problem = validate_spec(spec)
+    from kata_runtime.oci.schema import SchemaError
+
+    try:
+        problem = validate_spec(spec)
+    except SchemaError as e:
+        raise BundleError(f"cannot check {config}: the runtime-spec schema of this installation is "
+                          f"broken: {e}", container=cid) from None
     if problem is not None:
         raise BundleError(f"{config} is not a valid runtime spec: {problem}", container=cid)
     root = spec.get("root")
