@@ -29,9 +29,7 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,12 +37,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: the repository on sys.path for ``benchmarks``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import (  # noqa: E402
+    Interrupted,
+    default_runc,
+    default_runtime,
+    loadavg,
+    make_bundle,
+    progress,
+    signals_held,
+    stats,
+    unwind_on_signals,
+)
+
 RUNTIMES = ("kata", "runc")
 PORT_IN = 5001
-
-
-def say(msg: str) -> None:
-    print(f"[net-bench] {msg}", file=sys.stderr, flush=True)
+say = progress("net-bench")
 
 
 def ip(*args: str) -> None:
@@ -73,14 +82,6 @@ class Bench:
         return f"10.249.{self.subnet[rt]}.{1 if host else 2}"
 
     def setup(self) -> None:
-        busybox = shutil.which("busybox") or "/bin/busybox"
-        rootfs = self.work / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy(busybox, rootfs / "bin" / "busybox")
-        for applet in ("sh", "nc", "dd", "sleep", "cat"):
-            os.symlink("busybox", rootfs / "bin" / applet)
-        for d in ("proc", "sys", "dev", "tmp", "etc"):
-            (rootfs / d).mkdir()
         for rt in RUNTIMES:
             ip("netns", "add", self.netns[rt])
             ip("link", "add", self.hostif[rt], "type", "veth", "peer", "name", "eth0", "netns", self.netns[rt])
@@ -90,12 +91,8 @@ class Bench:
             ip("-n", self.netns[rt], "link", "set", "eth0", "up")
             ip("-n", self.netns[rt], "link", "set", "lo", "up")
             bundle = self.work / f"bundle-{rt}"
-            bundle.mkdir()
-            shutil.copytree(rootfs, bundle / "rootfs", symlinks=True)  # runc refuses a symlinked rootfs
-            subprocess.run([self.args.runc, "spec", "--bundle", str(bundle)], check=True)
+            make_bundle(bundle, ["sh", "-c", f"while :; do nc -l -p {PORT_IN} > /dev/null; done"], None, self.args.runc)
             spec = json.loads((bundle / "config.json").read_text())
-            spec["process"]["terminal"] = False
-            spec["process"]["args"] = ["sh", "-c", f"while :; do nc -l -p {PORT_IN} > /dev/null; done"]
             for ns in spec["linux"]["namespaces"]:
                 if ns["type"] == "network":
                     ns["path"] = f"/run/netns/{self.netns[rt]}"
@@ -198,22 +195,13 @@ class Bench:
         return float(m.group(1)) if m else None
 
     def cleanup(self) -> None:
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
+        with signals_held():
             for rt in self.started:
                 subprocess.run(self.cmd(rt, "delete", "--force", self.ids[rt]), capture_output=True, timeout=60)
             for rt in RUNTIMES:
                 subprocess.run(["ip", "link", "del", self.hostif[rt]], capture_output=True)
                 subprocess.run(["ip", "netns", "del", self.netns[rt]], capture_output=True)
             shutil.rmtree(self.work, ignore_errors=True)
-        finally:
-            signal.signal(signal.SIGINT, old)
-
-
-def stats(values: list[float | None]) -> dict[str, float | None]:
-    vals = [v for v in values if v is not None]
-    return {"min": min(vals) if vals else None, "median": statistics.median(vals) if vals else None,
-            "max": max(vals) if vals else None}
 
 
 def render(res: dict[str, Any]) -> str:
@@ -240,20 +228,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--short", action="store_true", help="1 repetition of 8 MiB (CI)")
     ap.add_argument("--repeat", type=int, default=None, help="repetitions (default 3)")
     ap.add_argument("--mib", type=int, default=None, help="MiB per transfer (default 32)")
-    ap.add_argument("--runtime", default=shutil.which("kata-runtime") or "/opt/kata-dev/bin/kata-runtime")
+    ap.add_argument("--runtime", default=default_runtime())
     ap.add_argument("--kata-config", default="", help="configuration.toml for kata-runtime")
-    ap.add_argument("--runc", default=shutil.which("runc") or "/usr/bin/runc")
+    ap.add_argument("--runc", default=default_runc())
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args(argv)
     args.repeat = args.repeat or (1 if args.short else 3)
     args.mib = args.mib or (8 if args.short else 32)
     bench = Bench(args)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    unwind_on_signals()
     res: dict[str, Any] = {"repeat": args.repeat, "mib": args.mib, "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                          time.gmtime()),
                            "host": f"{platform.node()}, {os.cpu_count()} cores, kernel {platform.release()}",
-                           "load_start": [round(x, 2) for x in os.getloadavg()]}
+                           "load_start": loadavg()}
     raw: dict[str, dict[str, list[float | None]]] = {rt: {"in": [], "out": [], "rtt": [], "vol_w": [], "vol_r": []}
                                                       for rt in RUNTIMES}
     try:
@@ -273,11 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"failed: {detail}")
         bench.cleanup()
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         bench.cleanup()
         return 130
     bench.cleanup()
-    res["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    res["load_end"] = loadavg()
     for rt in RUNTIMES:
         res[rt] = {k: stats(v) for k, v in raw[rt].items()}
         res[rt]["raw"] = raw[rt]

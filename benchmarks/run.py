@@ -29,26 +29,52 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import re
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # kata_runtime from this tree when the venv does not have it
+if __package__ in (None, ""):  # run as a script: the repository on sys.path for ``benchmarks``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import (  # noqa: E402
+    MB,
+    REPO,
+    SHARED_ROOT,
+    Interrupted,
+    cmdline,
+    default_runc,
+    default_runtime,
+    diff,
+    factory_config,
+    find_ours,
+    fmt_mb,
+    fmt_s,
+    guest_ram_resident,
+    host_facts,
+    kata_processes,
+    kill_procs,
+    loadavg,
+    make_bundle,
+    median,
+    mem_of,
+    meminfo,
+    minimum,
+    mounts_naming,
+    progress,
+    quiet,
+    signals_held,
+    tail,
+    unwind_on_signals,
+)
 
-MB = 1_000_000  # memory is reported in MB = 10^6 bytes
+say = progress("bench")
 BARE_MARK = b"KATA_BARE_BOOT_DONE"
 PHASE_RE = re.compile(r"\bphase ([A-Za-z_]\w*) (-?[0-9]+(?:\.[0-9]+)?)\b")
 GUEST_RE = re.compile(r"\bguest boot ((?:[A-Za-z_]\w* -?[0-9.]+\s*)+)")
@@ -58,133 +84,27 @@ PHASE_NAMES = ("qemu_launched", "agent_ready", "sandbox_created", "container_cre
 
 # Goals (the issue) and the peer: Kata Containers 1.12.1 (Go) on this machine (DESIGN.md section 10).
 GOAL_RATIO = 1.3
+GOAL_TPL_RATIO = 0.15  # a run with a VM cloned from a template, against a cold one
 GOAL_CACHE_RATIO = 0.2  # a run with a VM from the VM cache, against a cold one
 GOAL_SHIM_PSS_MB = 6.0
 GOAL_PROXY_PSS_MB = 4.5
-PEER = {
-    "kata_run": "9.3 s min (pc; 8.3 s q35)",
-    "ratio_bare": "2.2x",
-    "runc_run": "0.4 s (docker run --rm, runc)",
+PEER = {  # Kata 1.12.1 booting OUR guest kernel, interleaved with us on 2026-12-01 (DESIGN.md section 10)
+    "kata_run": "8.89 s median, 7.04 s min (same guest kernel, q35, 512 MiB, 9p)",
+    "ratio_bare": "",
+    "runc_run": "0.035 s",
     "cli_setup": "",
-    "qemu_launch": "0.3 s",
-    "guest_to_root": "5.3 s (guest boot and modules)",
-    "agent_start": "1.2 s (agent start)",
-    "create_sandbox": "0.3 s",
+    "qemu_launch": "",
+    "guest_to_root": "",
+    "agent_start": "",
+    "agent_ready_total": "4.3 s (QEMU start → agent started)",
+    "create_sandbox": "",
     "create_container": "3.1 s",
-    "start_container": "0.2 s",
-    "qemu_mem": "347 MB RSS (512 MB guest)",
-    "proxy_mem": "3.7 MB PSS",
-    "shim_mem": "11.7 MB PSS",
-    "cli_mem": "27.5 MB RSS",
+    "start_container": "",
+    "qemu_mem": "289 MB PSS",
+    "proxy_mem": "3.8 MB PSS",
+    "shim_mem": "11.3 MB PSS",
+    "cli_mem": "27.6 MB RSS",
 }
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP: unwind through the finally blocks like Ctrl-C."""
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise Interrupted(f"signal {signal.Signals(signum).name}")
-
-
-def say(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def median(values: Iterable[float | None]) -> float | None:
-    v = [x for x in values if x is not None]
-    return statistics.median(v) if v else None
-
-
-def minimum(values: Iterable[float | None]) -> float | None:
-    v = [x for x in values if x is not None]
-    return min(v) if v else None
-
-
-def diff(a: float | None, b: float | None) -> float | None:
-    """a - b, or None when either is unknown."""
-    return None if a is None or b is None else round(a - b, 3)
-
-
-def fmt_s(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f} s"
-
-
-def fmt_mb(v: float | None) -> str:
-    return "-" if v is None else f"{v / MB:.1f} MB"
-
-
-def tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(t.strip() for t in text[-lines:] if t.strip())
-
-
-# ---------------------------------------------------------------------------------------- our processes
-
-def _cmdline(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except (psutil.Error, OSError):
-        return []
-
-
-def _has_pair(argv: list[str], flag: str, value: str) -> bool:
-    pairs = zip(argv, argv[1:], strict=False)
-    return any(a == flag and b == value for a, b in pairs) or f"{flag}={value}" in argv
-
-
-def find_ours(cid: str) -> dict[str, list[psutil.Process]]:
-    """QEMU (-name sandbox-<id>), kata-proxy (--sandbox <id>), kata-shim (--container <id>) of ``cid``."""
-    found: dict[str, list[psutil.Process]] = {"qemu": [], "kata-proxy": [], "kata-shim": []}
-    me = os.getpid()
-    for p in psutil.process_iter():
-        if p.pid == me:
-            continue
-        argv = _cmdline(p)
-        if not argv:
-            continue
-        joined = " ".join(argv) + " "
-        if f"sandbox-{cid} " in joined and "qemu" in joined:
-            found["qemu"].append(p)
-        elif any("kata-proxy" in a for a in argv[:3]) and _has_pair(argv, "--sandbox", cid):
-            found["kata-proxy"].append(p)
-        elif any("kata-shim" in a for a in argv[:3]) and _has_pair(argv, "--container", cid):
-            found["kata-shim"].append(p)
-    return found
-
-
-def mounts_matching(needles: Iterable[str]) -> list[str]:
-    """Mount points (from /proc/self/mountinfo) whose path contains any of ``needles``."""
-    needles = [n for n in needles if n]
-    out = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                point = line.split()[4].replace("\\040", " ")
-                if any(n in point for n in needles):
-                    out.append(point)
-    except OSError:
-        pass
-    return out
-
-
-def kill_procs(procs: Iterable[psutil.Process]) -> None:
-    procs = list(procs)
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=5)
 
 
 # -------------------------------------------------------------------------------------------- clean-up
@@ -208,19 +128,15 @@ class Tracker:
     cache_endpoint: Path | None = None
 
     def _quiet(self, argv: list[str], timeout: float) -> int | None:
-        try:
-            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, timeout=timeout).returncode
-        except (OSError, subprocess.TimeoutExpired):
-            return None
+        return quiet(argv, timeout)
 
     def leftovers(self) -> list[str]:
         """Processes and mounts of ours that still exist, in words."""
         out = []
-        for cid in self.kata_ids + self.bare_names:
-            for role, procs in find_ours(cid).items():
+        for cid, roles in kata_processes(self.kata_ids + self.bare_names).items():
+            for role, procs in roles.items():
                 out += [f"{role} pid {p.pid} of {cid}" for p in procs]
-        out += [f"mount {m}" for m in mounts_matching([str(self.work)] + self.kata_ids + self.runc_ids)]
+        out += [f"mount {m}" for m in mounts_naming([str(self.work)] + self.kata_ids + self.runc_ids)]
         out += [f"VM cache process pid {p.pid}" for p in self._cache_procs()]
         return out
 
@@ -233,80 +149,55 @@ class Tracker:
         paths = CachePaths(self.cache_endpoint)
         marks = [str(self.cache_endpoint)] + [str(paths.sock_dir(i)) for i in range(len(self.kata_ids) + 4)]
         return [p for p in psutil.process_iter() if p.pid != os.getpid() and
-                any(m in " ".join(_cmdline(p)) for m in marks)]
+                any(m in " ".join(cmdline(p)) for m in marks)]
 
     def cleanup(self) -> list[str]:
         """Kill and delete everything; returns what had to be removed by force (should be empty)."""
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
-        try:
-            for child in self.children:
-                if child.poll() is None:
-                    child.kill()
-                try:
-                    child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
-            stored = [str(f) for f in self.kata_root.rglob("*")] if self.kata_root.exists() else []
-            for cid in self.kata_ids:
-                if any(cid in f for f in stored) or any(find_ours(cid).values()):
-                    self._quiet([self.runtime, "--root", str(self.kata_root), "kill", cid, "KILL"], 30)
-                    self._quiet([self.runtime, "--root", str(self.kata_root), "delete", "--force", cid], 60)
-            if self.template_config is not None:
-                self._quiet([self.runtime, "--kata-config", str(self.template_config), "factory", "destroy"], 30)
-                for p in psutil.process_iter(["cmdline"]):
-                    if "sandbox-template" in " ".join(_cmdline(p)) and str(self.template_dir) in " ".join(_cmdline(p)):
-                        kill_procs([p])
-            if self.template_dir is not None:
-                shutil.rmtree(self.template_dir, ignore_errors=True)
-            if self.cache_config is not None:
-                self._quiet([self.runtime, "--kata-config", str(self.cache_config), "factory", "destroy"], 60)
-            for cid in self.runc_ids:
-                if (self.runc_root / cid).exists():
-                    self._quiet([self.runc, "--root", str(self.runc_root), "delete", "--force", cid], 30)
-            forced = self.leftovers()
-            for cid in self.kata_ids + self.bare_names:
-                kill_procs(p for procs in find_ours(cid).values() for p in procs)
-            kill_procs(self._cache_procs())
-            for point in reversed(mounts_matching([str(self.work)] + self.kata_ids + self.runc_ids)):
-                self._quiet(["umount", "-l", point], 10)
-            for cid in self.kata_ids:  # the runtime's shared directory, outside our work dir
-                shared = Path("/run/kata-containers/shared/sandboxes") / cid
-                if shared.is_dir() and not mounts_matching([str(shared)]):
-                    shutil.rmtree(shared, ignore_errors=True)
-            if not mounts_matching([str(self.work)]):
-                shutil.rmtree(self.work, ignore_errors=True)
-            else:
-                forced.append(f"{self.work} kept: mounts remain under it")
-            return forced
-        finally:
-            signal.signal(signal.SIGINT, old)
+        with signals_held():  # a second Ctrl-C must not stop the clean-up
+            return self._cleanup()
 
-
-# ---------------------------------------------------------------------------------------------- bundle
-
-def make_bundle(path: Path, args: list[str], rootfs: Path | None, runc: str) -> None:
-    """A busybox bundle: rootfs/bin/busybox + applet links (or a copy of ``rootfs``), runc's spec."""
-    path.mkdir(parents=True)
-    root = path / "rootfs"
-    if rootfs is not None:
-        shutil.copytree(rootfs, root, symlinks=True)
-    else:
-        busybox = shutil.which("busybox") or "/bin/busybox"
-        (root / "bin").mkdir(parents=True)
-        shutil.copy2(busybox, root / "bin" / "busybox")
-        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout.split()
-        for applet in applets or ["sh", "true", "sleep"]:
-            if applet != "busybox":
-                (root / "bin" / applet).symlink_to("busybox")
-        # mount points must exist: the spec's root is read-only (runc spec's default)
-        for d in ("proc", "sys", "dev", "tmp", "etc", "run", "root"):
-            (root / d).mkdir()
-    subprocess.run([runc, "spec", "--bundle", str(path)], check=True)
-    spec_path = path / "config.json"
-    spec = json.loads(spec_path.read_text())
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = args
-    spec_path.write_text(json.dumps(spec, indent=1))
+    def _cleanup(self) -> list[str]:
+        """Kill and delete everything, signals held by ``cleanup``."""
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        stored = [str(f) for f in self.kata_root.rglob("*")] if self.kata_root.exists() else []
+        running = kata_processes(self.kata_ids)
+        for cid in self.kata_ids:
+            if any(cid in f for f in stored) or any(running[cid].values()):
+                self._quiet([self.runtime, "--root", str(self.kata_root), "kill", cid, "KILL"], 30)
+                self._quiet([self.runtime, "--root", str(self.kata_root), "delete", "--force", cid], 60)
+        if self.template_config is not None:
+            self._quiet([self.runtime, "--kata-config", str(self.template_config), "factory", "destroy"], 30)
+            for p in psutil.process_iter(["cmdline"]):
+                if "sandbox-template" in " ".join(cmdline(p)) and str(self.template_dir) in " ".join(cmdline(p)):
+                    kill_procs([p])
+        if self.template_dir is not None:
+            shutil.rmtree(self.template_dir, ignore_errors=True)
+        if self.cache_config is not None:
+            self._quiet([self.runtime, "--kata-config", str(self.cache_config), "factory", "destroy"], 60)
+        for cid in self.runc_ids:
+            if (self.runc_root / cid).exists():
+                self._quiet([self.runc, "--root", str(self.runc_root), "delete", "--force", cid], 30)
+        forced = self.leftovers()
+        kill_procs(p for roles in kata_processes(self.kata_ids + self.bare_names).values()
+                   for procs in roles.values() for p in procs)
+        kill_procs(self._cache_procs())
+        for point in mounts_naming([str(self.work)] + self.kata_ids + self.runc_ids):
+            self._quiet(["umount", "-l", point], 10)
+        for cid in self.kata_ids:  # the runtime's shared directory, outside our work dir
+            shared = SHARED_ROOT / cid
+            if shared.is_dir() and not mounts_naming([str(shared)]):
+                shutil.rmtree(shared, ignore_errors=True)
+        if not mounts_naming([str(self.work)]):
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            forced.append(f"{self.work} kept: mounts remain under it")
+        return forced
 
 
 # ----------------------------------------------------------------------------------------- bare boot
@@ -527,56 +418,6 @@ def runc_run(tr: Tracker, bundle: Path, idx: int, timeout: float) -> dict[str, A
     return res
 
 
-# ---------------------------------------------------------------------------------------------- memory
-
-def smaps_rollup(pid: int) -> dict[str, int]:
-    """Fields of /proc/PID/smaps_rollup in bytes (Rss, Pss, Pss_Anon, Pss_File, ...)."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 3 and parts[2] == "kB":
-                    out[parts[0].rstrip(":")] = int(parts[1]) * 1024
-    except OSError:
-        pass
-    return out
-
-
-def top_mappings(pid: int, n: int = 6) -> list[tuple[str, int]]:
-    """The ``n`` mappings with the most PSS, in bytes: by file, [heap], [stack], and anonymous ones
-    by size (``[anon 512 MiB]`` is a QEMU guest's RAM, ``[anon 32 MiB]`` its TCG code cache)."""
-    per: dict[str, int] = {}
-    name = "[anon]"
-    try:
-        with open(f"/proc/{pid}/smaps") as f:
-            for line in f:
-                first = line.split(maxsplit=5)
-                if first and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", first[0]):
-                    name = first[5].strip() if len(first) > 5 else ""
-                    if not name:
-                        lo, hi = (int(x, 16) for x in first[0].split("-"))
-                        mib = (hi - lo) >> 20
-                        name = f"[anon {mib} MiB]" if mib >= 16 else "[anon, small]"
-                elif first and first[0] == "Pss:":
-                    per[name] = per.get(name, 0) + int(first[1]) * 1024
-    except OSError:
-        return []
-    return sorted(per.items(), key=lambda kv: -kv[1])[:n]
-
-
-def mem_of(p: psutil.Process) -> dict[str, Any]:
-    roll = smaps_rollup(p.pid)
-    try:
-        full = p.memory_full_info()
-        pss, rss, uss = int(full.pss), int(full.rss), int(full.uss)
-    except (psutil.Error, AttributeError):
-        pss, rss, uss = roll.get("Pss", 0), roll.get("Rss", 0), 0
-    return {"pid": p.pid, "pss": pss, "rss": rss, "uss": uss,
-            "pss_anon": roll.get("Pss_Anon"), "pss_file": roll.get("Pss_File"),
-            "top": top_mappings(p.pid), "cmdline": " ".join(_cmdline(p))[:300]}
-
-
 def run_tracking_peak(argv: list[str], out: Path, timeout: float) -> tuple[int, int, int]:
     """Run ``argv`` (stdout/stderr to ``out``); (exit status, its own peak RSS (VmHWM, polled), the
     ru_maxrss of wait4, which also covers the children it reaped), in bytes."""
@@ -647,6 +488,30 @@ def _module_count(python: str) -> int | None:
         return None
 
 
+def qemu_guest_mib(argv: list[str]) -> int:
+    """The guest's RAM in MiB from a QEMU argv's ``-m 512M`` (0 if it has none)."""
+    value = next((b for a, b in zip(argv, argv[1:], strict=False) if a == "-m"), "")
+    m = re.match(r"(?:size=)?([0-9]+)([MG]?)", value)
+    return 0 if not m else int(m.group(1)) * (1024 if m.group(2) == "G" else 1)
+
+
+def guest_memory(rt: list[str], cid: str, timeout: float) -> dict[str, Any]:
+    """The guest's own view of its memory: ``exec cat /proc/meminfo`` in the container (the guest
+    kernel's, containers have no meminfo of their own); ``used`` = MemTotal - MemAvailable."""
+    try:
+        r = subprocess.run(rt + ["exec", cid, "cat", "/proc/meminfo"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"exec cat /proc/meminfo: timeout after {timeout:g} s"}
+    info = meminfo(r.stdout)
+    if r.returncode != 0 or "MemTotal" not in info:
+        return {"error": f"exec cat /proc/meminfo: exit {r.returncode}: {r.stderr.strip()[:300]}"}
+    keys = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "Shmem", "AnonPages", "Slab")
+    out: dict[str, Any] = {k: info[k] for k in keys if k in info}
+    out["used"] = info["MemTotal"] - info.get("MemAvailable", info.get("MemFree", 0))
+    return out
+
+
 def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float, template: bool = False) -> dict[str, Any]:
     cid = f"bench{os.getpid()}-mem{'-tpl' if template else ''}"
     tr.kata_ids.append(cid)
@@ -666,11 +531,15 @@ def memory_idle(tr: Tracker, bundle: Path, idle: float, timeout: float, template
         res["error"] = f"start: exit status {rc}: {tail(out)}"
         return res
     time.sleep(idle)
+    res["guest"] = guest_memory(rt, cid, timeout)
+    time.sleep(1.0)  # the exec's shim is gone
     procs = find_ours(cid)
     res["processes"] = {role: [mem_of(p) for p in ps] for role, ps in procs.items()}
+    for q in procs["qemu"]:
+        res["guest"]["ram_on_host"] = guest_ram_resident(q.pid, qemu_guest_mib(cmdline(q)))
     if template:
         return _stop_memory_container(tr, rt, cid, procs, res, timeout)
-    shim_argv = next((_cmdline(p) for p in procs["kata-shim"] if _cmdline(p)), [sys.executable])
+    shim_argv = next((cmdline(p) for p in procs["kata-shim"] if cmdline(p)), [sys.executable])
     python = shim_argv[0]
     res["python_baseline"] = python_baseline(python, min(idle, 2.0))
     res["python_baseline"]["modules_loaded"] = _module_count(python)
@@ -701,7 +570,7 @@ def _stop_memory_container(tr: Tracker, rt: list[str], cid: str, procs: dict[str
     while any(find_ours(cid).values()) and time.monotonic() < deadline:
         time.sleep(0.1)
     left = [f"{role} pid {p.pid}" for role, ps in find_ours(cid).items() for p in ps]
-    left += [f"mount {m}" for m in mounts_matching([cid])]
+    left += [f"mount {m}" for m in mounts_naming([cid])]
     res["left_behind"] = left
     res["ok"] = (rc_kill.returncode == 0 and rc_del.returncode == 0 and not left
                  and all(procs[r] for r in ("qemu", "kata-proxy", "kata-shim")))
@@ -710,40 +579,6 @@ def _stop_memory_container(tr: Tracker, rt: list[str], cid: str, procs: dict[str
                         f"delete {rc_del.returncode} {rc_del.stderr.decode(errors='replace').strip()}; "
                         f"left: {left}; found: { {r: len(ps) for r, ps in procs.items()} }")
     return res
-
-
-# ------------------------------------------------------------------------------------------- host facts
-
-def host_facts(runtime: str) -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    facts: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "host_kernel": platform.release(),
-                             "mem_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                             "runtime": runtime}
-    try:
-        from kata_runtime.config import load_config
-
-        cfg = load_config()
-        hv = cfg.hypervisor
-        facts.update(config=cfg.source, qemu=hv.path, guest_kernel=hv.kernel, machine=hv.machine_type,
-                     vcpus=hv.default_vcpus, guest_mem_mib=hv.default_memory,
-                     cpu_model=hv.cpu_model or "default")
-        ver = subprocess.run([hv.path, "--version"], capture_output=True, text=True).stdout.splitlines()
-        facts["qemu_version"] = ver[0].replace("QEMU emulator version ", "") if ver else "?"
-    except Exception as e:  # noqa: BLE001 - facts are best effort
-        facts["facts_error"] = str(e)
-    try:
-        facts["runc_version"] = subprocess.run(["runc", "--version"], capture_output=True,
-                                               text=True).stdout.split()[2]
-    except (OSError, IndexError):
-        pass
-    return facts
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -784,6 +619,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     s["ratio_runc"] = round(km / rm, 1) if km and rm else None
     tm = s["kata_tpl_run"][1]
     s["ratio_tpl_bare_exit"] = round(tm / bm, 2) if tm and bm else None
+    s["ratio_tpl_cold"] = round(tm / km, 2) if tm and km else None
     s["n"]["kata_tpl"] = len(kata_tpl)
     cm = s["kata_cache_run"][1]
     s["ratio_cache_cold"] = round(cm / km, 2) if cm and km else None
@@ -841,7 +677,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"≤ {GOAL_RATIO} × bare{_goal_s(s['bare_exit'][1])} | {PEER['kata_run']} |",
         f"| `kata-runtime run` of `true`, VM cloned from a template (`[factory] enable_template`; "
         f"`factory init` took {fmt_s(s.get('template_init'))}) | {fmt_s(s.get('kata_tpl_run', (None, None))[0])} | "
-        f"{fmt_s(s.get('kata_tpl_run', (None, None))[1])} | ≤ {GOAL_RATIO} × bare | |",
+        f"{fmt_s(s.get('kata_tpl_run', (None, None))[1])} | ≤ {GOAL_TPL_RATIO} × cold | |",
         f"| `kata-runtime run` of `true`, VM from the VM cache (`[factory] vm_cache_number = 1`; `factory init` "
         f"took {fmt_s(s.get('cache_init'))}) | {fmt_s(s.get('kata_cache_run', (None, None))[0])} | "
         f"{fmt_s(s.get('kata_cache_run', (None, None))[1])} | ≤ {GOAL_CACHE_RATIO} × cold | |",
@@ -849,8 +685,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"{PEER['runc_run']} |",
         f"| kata / bare boot-and-exit (medians) | | {_x(s['ratio_bare_exit'])} | ≤ {GOAL_RATIO}x: "
         f"{verdict(s['ratio_bare_exit'], GOAL_RATIO)} | {PEER['ratio_bare']} |",
-        f"| kata from a template / bare boot-and-exit (medians) | | {_x(s.get('ratio_tpl_bare_exit'))} | "
-        f"≤ {GOAL_RATIO}x: {verdict(s.get('ratio_tpl_bare_exit'), GOAL_RATIO)} | |",
+        f"| kata from a template / cold kata (medians) | | {_x(s.get('ratio_tpl_cold'))} | "
+        f"≤ {GOAL_TPL_RATIO}x: {verdict(s.get('ratio_tpl_cold'), GOAL_TPL_RATIO)} | |",
+        f"| kata from a template / bare boot-and-exit (medians) | | {_x(s.get('ratio_tpl_bare_exit'))} | | |",
         f"| kata from the VM cache / cold kata (medians) | | {_x(s.get('ratio_cache_cold'))} | "
         f"≤ {GOAL_CACHE_RATIO}x: {verdict(s.get('ratio_cache_cold'), GOAL_CACHE_RATIO)} | |",
         f"| kata from the VM cache / bare boot-and-exit (medians) | | {_x(s.get('ratio_cache_bare_exit'))} | | |",
@@ -897,6 +734,15 @@ def render_markdown(res: dict[str, Any]) -> str:
     if clone:
         lines.append(f"| qemu, VM cloned from the template | {_mb(clone, 'pss')} | {_mb(clone, 'uss')} | "
                      f"{_mb(clone, 'rss')} | | |")
+    for what, m in (("", mem), (", VM cloned from the template", res.get("memory_template") or {})):
+        gm = m.get("guest") or {}
+        if gm.get("used") is not None:
+            lines.append(f"| guest{what}: MemTotal − MemAvailable, its own view (`exec cat /proc/meminfo`; "
+                         f"MemTotal {fmt_mb(gm.get('MemTotal'))}) | | | {fmt_mb(gm['used'])} | | |")
+        ram = gm.get("ram_on_host") or {}
+        if ram:
+            lines.append(f"| guest{what}: its RAM as held by the host (QEMU's {ram['size'] >> 20} MiB RAM mapping) | "
+                         f"{fmt_mb(ram.get('pss'))} | | {fmt_mb(ram.get('rss'))} | | |")
     base = mem.get("python_baseline")
     if base:
         lines.append(f"| baseline: idle `python -S` (sleep only; {base.get('modules_loaded', '?')} modules) | "
@@ -971,7 +817,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, help="write the table here")
     ap.add_argument("--runtime", default="", help="kata-runtime to measure (default "
                     "/opt/kata-dev/bin/kata-runtime, else from PATH)")
-    ap.add_argument("--runc", default=shutil.which("runc") or "/usr/bin/runc", help="runc binary")
+    ap.add_argument("--runc", default=default_runc(), help="runc binary")
     ap.add_argument("--idle", type=float, default=None, help="seconds to let the idle container settle "
                     "before measuring memory (default 5; 3 with --short)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
@@ -985,29 +831,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.repeat = 1 if args.short else 5
     if args.idle is None:
         args.idle = 3.0 if args.short else 5.0
-    if not args.runtime:
-        default = Path("/opt/kata-dev/bin/kata-runtime")
-        args.runtime = str(default) if default.exists() else (shutil.which("kata-runtime") or "kata-runtime")
+    args.runtime = args.runtime or default_runtime()
     return args
-
-
-INSTALLED_CONFIG = Path("/usr/share/defaults/kata-containers/configuration.toml")
-
-
-def factory_config(**keys: object) -> str:
-    """The installed configuration with these ``[factory]`` keys set ("" if there is none)."""
-    text = INSTALLED_CONFIG.read_text() if INSTALLED_CONFIG.exists() else ""
-    if not text:
-        return ""
-    if not re.search(r"(?m)^\[factory\]\s*$", text):
-        text += "\n[factory]\n"
-    for key, value in keys.items():
-        line = f"{key} = {json.dumps(value)}"
-        if re.search(rf"(?m)^{key}\s*=", text):
-            text = re.sub(rf"(?m)^{key}\s*=.*$", line, text)
-        else:
-            text = re.sub(r"(?m)^\[factory\]\s*$", f"[factory]\n{line}", text)
-    return text
 
 
 def make_template(tr: Tracker, res: dict[str, Any], timeout: float, progress: Callable[[str], None]) -> None:
@@ -1137,9 +962,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Ctrl-C raises KeyboardInterrupt even where the shell started us with SIGINT ignored (a
     # background job); SIGTERM and SIGHUP unwind the same way: the clean-up runs in every case.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+    unwind_on_signals()
     work = Path(tempfile.mkdtemp(prefix="kata-bench."))
     tr = Tracker(work=work, runtime=args.runtime, runc=args.runc, kata_root=work / "kata-root",
                  runc_root=work / "runc-root")
