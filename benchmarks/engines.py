@@ -26,12 +26,10 @@ something was left behind, never because of a number. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,29 +40,43 @@ from typing import Any
 
 import psutil
 
-HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("kata_bench_run", HERE / "run.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)  # run.py's helpers: bundle, host facts, statistics
-sys.modules[_spec.name] = bench  # its dataclasses look their module up there
-_spec.loader.exec_module(bench)
+if __package__ in (None, ""):  # run as a script: the repository on sys.path for ``benchmarks``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import (  # noqa: E402
+    INSTALLED_CONFIG,
+    SHARED_ROOT,
+    Interrupted,
+    cmdline,
+    default_runc,
+    default_runtime,
+    diff,
+    environ_has,
+    first_error,
+    fmt_s,
+    host_facts,
+    loadavg,
+    make_bundle,
+    median,
+    minimum,
+    mounts_naming,
+    mounts_under,
+    parse_calls,
+    progress,
+    quiet,
+    read,
+    remove_cgroup_parent,
+    signals_held,
+    union_within,
+    unwind_on_signals,
+    with_factory_keys,
+    write_trace_wrapper,
+)
 
 DOCKER = "/usr/bin/docker"  # /usr/local/bin/docker is another (newer) client
 IMAGE = "kata-busybox:latest"
-SOURCE_CONF = Path("/usr/share/defaults/kata-containers/configuration.toml")
 MARK_ENV = "KATA_BENCH_ENGINES"  # set in the daemons' environment: everything they start inherits it
 GOAL_DOCKER_OVERHEAD = 0.5  # seconds, docker run kata - kata-runtime run (medians)
-KATA_ROLES = ("qemu-system", "kata-proxy", "kata-shim")
-SHARED_ROOT = Path("/run/kata-containers/shared/sandboxes")  # the runtime's 9p exports, one per sandbox
-# bash's $EPOCHREALTIME: no fork; one line appended per call when it ends (start, end, status, args)
-TRACE_WRAPPER = """#!/bin/bash
-t0=$EPOCHREALTIME
-"{runtime}" "$@"
-rc=$?
-printf '%s %s %s %s\\n' "$t0" "$EPOCHREALTIME" "$rc" "$*" >>"{log}"
-exit $rc
-"""
-GLOBAL_VALUE_FLAGS = {"--root", "--log", "--log-format", "--kata-config", "--criu", "--rootless"}
+KATA_PROGRAMS = ("qemu-system", "kata-proxy", "kata-shim")  # what ``ours(roles)`` looks for in argv[:3]
 
 RUN_MODES = {  # key: (label, what runs it)
     "docker_kata": "`docker run --rm --runtime=kata --net=none kata-busybox true`",
@@ -80,80 +92,7 @@ EXEC_MODES = {
     "docker_exec_runc": "`docker exec <id> true`, runc container",
     "runc_exec": "`runc exec <id> true`",
 }
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP: unwind through the clean-up like Ctrl-C."""
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise Interrupted(f"signal {signal.Signals(signum).name}")
-
-
-def say(msg: str) -> None:
-    print(f"[engines {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-fmt_s = bench.fmt_s
-loadavg = bench.loadavg
-
-
-def first_error(text: str, limit: int = 600) -> str:
-    """The line that says what went wrong (docker's ``Error response from daemon`` line), else the tail."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in lines:
-        if re.search(r"error|failed|fatal", ln, re.I):
-            return ln[:limit]
-    return " | ".join(lines[-3:])[:limit]
-
-
-def read(path: Path, limit: int = 20000) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
-
-
-def _cmdline(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except (psutil.Error, OSError):
-        return []
-
-
-def _environ_has(p: psutil.Process, key: str, value: str) -> bool:
-    try:
-        return p.environ().get(key) == value
-    except (psutil.Error, OSError):
-        return False
-
-
-def mounts_under(root: str) -> list[str]:
-    """Mount points at or under ``root``, deepest first (from /proc/self/mountinfo)."""
-    out = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                point = line.split()[4].replace("\\040", " ")
-                if point == root or point.startswith(root.rstrip("/") + "/"):
-                    out.append(point)
-    except OSError:
-        pass
-    return sorted(set(out), key=lambda m: (-m.count("/"), m))
-
-
-def mounts_naming(needles: Iterable[str]) -> list[str]:
-    needles = [n for n in needles if n and len(n) >= 8]
-    out = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                point = line.split()[4].replace("\\040", " ")
-                if any(n in point for n in needles):
-                    out.append(point)
-    except OSError:
-        pass
-    return sorted(set(out), key=lambda m: (-m.count("/"), m))
+say = progress("engines")
 
 
 # --------------------------------------------------------------------------------------- the harness
@@ -168,9 +107,7 @@ class Harness:
         self.runtime = runtime
         self.calls_log = work / "runtime-calls.log"
         if trace:  # every kata-runtime call (the engines' and ours) through a wrapper that logs its times
-            self.runtime = str(work / "kata-runtime")
-            Path(self.runtime).write_text(TRACE_WRAPPER.format(runtime=runtime, log=self.calls_log))
-            Path(self.runtime).chmod(0o755)
+            self.runtime = write_trace_wrapper(work / "kata-runtime", runtime, self.calls_log)
         self.runc = runc
         self.timeout = timeout
         self.say = progress
@@ -227,12 +164,7 @@ class Harness:
         return res
 
     def quiet(self, argv: list[str], timeout: float, env: dict[str, str] | None = None) -> int | None:
-        try:
-            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, timeout=timeout, cwd="/",
-                                  env=env or self.env).returncode
-        except (OSError, subprocess.TimeoutExpired):
-            return None
+        return quiet(argv, timeout, env or self.env)
 
     def docker(self, *args: str) -> list[str]:
         return [DOCKER, *args]
@@ -250,19 +182,19 @@ class Harness:
         for p in psutil.process_iter():
             if p.pid in skip:
                 continue
-            argv = _cmdline(p)
+            argv = cmdline(p)
             if not argv:
                 continue
             joined = " ".join(argv)
             if roles is not None and not any(r in a for a in argv[:3] for r in roles):
                 continue
-            if any(n in joined for n in needles) or _environ_has(p, MARK_ENV, str(self.work)):
+            if any(n in joined for n in needles) or environ_has(p, MARK_ENV, str(self.work)):
                 found.append((p, joined[:500]))
         return found
 
     def kata_procs_of(self, ids: Iterable[str]) -> list[str]:
         ids = [i for i in ids if i]
-        return [f"pid {p.pid}: {c}" for p, c in self.ours(KATA_ROLES) if any(i in c for i in ids)]
+        return [f"pid {p.pid}: {c}" for p, c in self.ours(KATA_PROGRAMS) if any(i in c for i in ids)]
 
     def wait_gone(self, ids: list[str], seconds: float = 10.0) -> list[str]:
         """The kata processes of ``ids`` still running after up to ``seconds`` (the VM goes async)."""
@@ -275,9 +207,9 @@ class Harness:
 
     # ------------------------------------------------------------------------------- set-up
     def write_kata_configs(self) -> None:
-        text = SOURCE_CONF.read_text()
+        text = INSTALLED_CONFIG.read_text()
         for path, enable in ((self.tpl_conf, True), (self.cold_conf, False)):
-            path.write_text(set_factory(text, enable, self.template_dir))
+            path.write_text(with_factory_keys(text, enable_template=enable, template_path=str(self.template_dir)))
 
     def factory_init(self) -> dict[str, Any]:
         env = dict(self.env, KATA_CONF_FILE=str(self.tpl_conf))
@@ -479,133 +411,93 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 
     def cleanup(self) -> dict[str, Any]:
         """Remove everything whatever happened; what had to be removed by force is reported."""
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        with signals_held():
+            return self._cleanup()
+
+    def _cleanup(self) -> dict[str, Any]:
         rep: dict[str, Any] = {"forced": [], "notes": []}
-        try:
-            for p in list(self.children):  # a CLI still running (interrupted or timed out)
-                if p in self.daemons.values():
-                    continue
-                if p.poll() is None:
-                    p.kill()
-                    rep["notes"].append(f"killed a running command (pid {p.pid})")
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
-            d = self.daemons.get("dockerd")
-            if d is not None and d.poll() is None:
-                try:
-                    ids = subprocess.run(self.docker("ps", "-aq"), env=self.env, capture_output=True, text=True,
-                                         timeout=30).stdout.split()
-                except (OSError, subprocess.TimeoutExpired):
-                    ids = []
-                if ids:
-                    rep["notes"].append(f"docker rm -f {len(ids)} container(s)")
-                    if self.quiet(self.docker("rm", "-f", *ids), 180) != 0:
-                        rep["forced"].append(f"docker rm -f {' '.join(ids)} failed")
-            conf = self.tpl_conf if self.tpl_conf.exists() else self.cold_conf
-            stored = {p.name for p in self.kata_root.iterdir()} if self.kata_root.is_dir() else set()
-            for cid in self.kata_ids:
-                if cid in stored or self.kata_procs_of([cid]):
-                    self.quiet(self.kata(conf, "kill", cid, "KILL"), 30)
-                    self.quiet(self.kata(conf, "delete", "--force", cid), 60)
-            for cid in self.runc_ids:
-                if (self.runc_root / cid).exists():
-                    self.quiet([self.runc, "--root", str(self.runc_root), "delete", "--force", cid], 30)
-            rep["dockerd"] = self.stop_daemon("dockerd", 30)
-            rep["containerd"] = self.stop_daemon("containerd", 30)
-            for which in ("dockerd", "containerd"):
-                if "SIGKILL" in rep[which]:
-                    rep["forced"].append(f"{which} {rep[which]}")
-            if self.factory_made:
-                env = dict(self.env, KATA_CONF_FILE=str(self.tpl_conf))
-                if self.quiet([self.runtime, "factory", "destroy"], 60, env) != 0:
-                    rep["forced"].append("kata-runtime factory destroy failed")
-            time.sleep(0.3)
-            for proc, cmd in self.ours():  # shims, VMs, proxies, a hung CLI: all should be gone by now
-                rep["forced"].append(f"process pid {proc.pid}: {cmd}")
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs([p for p, _ in self.ours()], timeout=5)
-            rep["unmounted"] = []
-            for _ in range(3):
-                points = mounts_under(str(self.work)) + mounts_naming(self.ids)
-                if not points:
-                    break
-                for point in points:
-                    if point not in rep["unmounted"]:
-                        rep["unmounted"].append(point)
-                    if self.quiet(["umount", point], 10) != 0:
-                        self.quiet(["umount", "-l", point], 10)
-            # the graph driver's own mounts of its home may outlive dockerd; container mounts may not
-            rep["forced"] += [f"mount {m}" for m in rep["unmounted"] if not re.fullmatch(
-                re.escape(str(self.work / "d")) + r"(/(overlay2|vfs|plugins|containers))?", m)]
-            shared_left = []
-            for cid in self.ids:  # the runtime's shared directory, outside our work dir
-                shared = SHARED_ROOT / cid
-                if shared.is_dir() and not mounts_under(str(shared)):
-                    shared_left.append(cid)
-                    shutil.rmtree(shared, ignore_errors=True)
-            if shared_left:
-                rep["shared_dirs_left"] = shared_left
-                rep["forced"].append(f"kata-runtime left its shared dir {SHARED_ROOT}/<id> of {len(shared_left)} "
-                                     f"container(s) (removed): {', '.join(i[:12] for i in shared_left)}")
-            rep["cgroups"] = remove_cgroup_parent(self.cgroup_parent)
-            rep["forced"] += [f"cgroup {c} not empty" for c in rep["cgroups"]]
-            if not mounts_under(str(self.work)):
-                shutil.rmtree(self.work, ignore_errors=True)
-            # what is left now is a failure of the clean-up itself
-            left = [f"process pid {p.pid}: {c}" for p, c in self.ours()]
-            left += [f"mount {m}" for m in mounts_under(str(self.work)) + mounts_naming(self.ids)]
-            if self.work.exists():
-                left.append(f"{self.work} not removed")
-            left += [f"{SHARED_ROOT / cid} not removed" for cid in self.ids if (SHARED_ROOT / cid).exists()]
-            rep["still_left"] = left
-            return rep
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-
-def remove_cgroup_parent(name: str) -> list[str]:
-    """rmdir /sys/fs/cgroup/<controller>/<name> (deepest first); returns those that would not go."""
-    left = []
-    for ctl in Path("/sys/fs/cgroup").iterdir() if Path("/sys/fs/cgroup").is_dir() else []:
-        top = ctl / name
-        if not top.is_dir():
-            continue
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]
-        for d in dirs:
+        for p in list(self.children):  # a CLI still running (interrupted or timed out)
+            if p in self.daemons.values():
+                continue
+            if p.poll() is None:
+                p.kill()
+                rep["notes"].append(f"killed a running command (pid {p.pid})")
             try:
-                d.rmdir()
-            except OSError:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 pass
-        if top.exists():
-            left.append(str(top))
-    return left
-
-
-def set_factory(text: str, enable: bool, template_path: Path) -> str:
-    """The configuration ``text`` with [factory] enable_template and template_path set."""
-    keys = [f"enable_template = {'true' if enable else 'false'}", f'template_path = "{template_path}"']
-    out: list[str] = []
-    section = None
-    done = False
-    for line in text.splitlines():
-        m = re.match(r"\s*\[([^\]]+)\]", line)
-        if m:
-            if section == "factory" and not done:
-                out += keys
-                done = True
-            section = m.group(1).strip()
-        if section == "factory" and re.match(r"\s*(enable_template|template_path)\s*=", line):
-            continue
-        out.append(line)
-    if not done:
-        out += keys if section == "factory" else ["", "[factory]", *keys]
-    return "\n".join(out) + "\n"
+        d = self.daemons.get("dockerd")
+        if d is not None and d.poll() is None:
+            try:
+                ids = subprocess.run(self.docker("ps", "-aq"), env=self.env, capture_output=True, text=True,
+                                     timeout=30).stdout.split()
+            except (OSError, subprocess.TimeoutExpired):
+                ids = []
+            if ids:
+                rep["notes"].append(f"docker rm -f {len(ids)} container(s)")
+                if self.quiet(self.docker("rm", "-f", *ids), 180) != 0:
+                    rep["forced"].append(f"docker rm -f {' '.join(ids)} failed")
+        conf = self.tpl_conf if self.tpl_conf.exists() else self.cold_conf
+        stored = {p.name for p in self.kata_root.iterdir()} if self.kata_root.is_dir() else set()
+        for cid in self.kata_ids:
+            if cid in stored or self.kata_procs_of([cid]):
+                self.quiet(self.kata(conf, "kill", cid, "KILL"), 30)
+                self.quiet(self.kata(conf, "delete", "--force", cid), 60)
+        for cid in self.runc_ids:
+            if (self.runc_root / cid).exists():
+                self.quiet([self.runc, "--root", str(self.runc_root), "delete", "--force", cid], 30)
+        rep["dockerd"] = self.stop_daemon("dockerd", 30)
+        rep["containerd"] = self.stop_daemon("containerd", 30)
+        for which in ("dockerd", "containerd"):
+            if "SIGKILL" in rep[which]:
+                rep["forced"].append(f"{which} {rep[which]}")
+        if self.factory_made:
+            env = dict(self.env, KATA_CONF_FILE=str(self.tpl_conf))
+            if self.quiet([self.runtime, "factory", "destroy"], 60, env) != 0:
+                rep["forced"].append("kata-runtime factory destroy failed")
+        time.sleep(0.3)
+        for proc, cmd in self.ours():  # shims, VMs, proxies, a hung CLI: all should be gone by now
+            rep["forced"].append(f"process pid {proc.pid}: {cmd}")
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs([p for p, _ in self.ours()], timeout=5)
+        rep["unmounted"] = []
+        for _ in range(3):
+            points = mounts_under(str(self.work)) + mounts_naming(self.ids, 8)
+            if not points:
+                break
+            for point in points:
+                if point not in rep["unmounted"]:
+                    rep["unmounted"].append(point)
+                if self.quiet(["umount", point], 10) != 0:
+                    self.quiet(["umount", "-l", point], 10)
+        # the graph driver's own mounts of its home may outlive dockerd; container mounts may not
+        rep["forced"] += [f"mount {m}" for m in rep["unmounted"] if not re.fullmatch(
+            re.escape(str(self.work / "d")) + r"(/(overlay2|vfs|plugins|containers))?", m)]
+        shared_left = []
+        for cid in self.ids:  # the runtime's shared directory, outside our work dir
+            shared = SHARED_ROOT / cid
+            if shared.is_dir() and not mounts_under(str(shared)):
+                shared_left.append(cid)
+                shutil.rmtree(shared, ignore_errors=True)
+        if shared_left:
+            rep["shared_dirs_left"] = shared_left
+            rep["forced"].append(f"kata-runtime left its shared dir {SHARED_ROOT}/<id> of {len(shared_left)} "
+                                 f"container(s) (removed): {', '.join(i[:12] for i in shared_left)}")
+        rep["cgroups"] = remove_cgroup_parent(self.cgroup_parent)
+        rep["forced"] += [f"cgroup {c} not empty" for c in rep["cgroups"]]
+        if not mounts_under(str(self.work)):
+            shutil.rmtree(self.work, ignore_errors=True)
+        # what is left now is a failure of the clean-up itself
+        left = [f"process pid {p.pid}: {c}" for p, c in self.ours()]
+        left += [f"mount {m}" for m in mounts_under(str(self.work)) + mounts_naming(self.ids, 8)]
+        if self.work.exists():
+            left.append(f"{self.work} not removed")
+        left += [f"{SHARED_ROOT / cid} not removed" for cid in self.ids if (SHARED_ROOT / cid).exists()]
+        rep["still_left"] = left
+        return rep
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -632,8 +524,8 @@ def measure(args: argparse.Namespace, h: Harness, res: dict[str, Any]) -> None:
     h.say(f"image {IMAGE} imported in {res['image']['seconds']:.2f} s")
     bundle_true = h.work / "b-true"
     bundle_sleep = h.work / "b-sleep"
-    bench.make_bundle(bundle_true, ["true"], None, h.runc)
-    bench.make_bundle(bundle_sleep, ["sleep", "1000"], bundle_true / "rootfs", h.runc)
+    make_bundle(bundle_true, ["true"], None, h.runc)
+    make_bundle(bundle_sleep, ["sleep", "1000"], bundle_true / "rootfs", h.runc)
     conf = h.tpl_conf if args.template else h.cold_conf
 
     modes: list[tuple[str, Callable[[str], dict[str, Any]]]] = [
@@ -751,44 +643,6 @@ def measure_exec(args: argparse.Namespace, h: Harness, res: dict[str, Any], conf
 
 # ------------------------------------------------------------------------------------------- reporting
 
-def subcommand(args: list[str]) -> str:
-    skip = False
-    for a in args:
-        if skip:
-            skip = False
-        elif a in GLOBAL_VALUE_FLAGS:
-            skip = True
-        elif not a.startswith("-"):
-            return a
-    return "?"
-
-
-def parse_calls(path: Path) -> list[dict[str, Any]]:
-    """The trace wrapper's lines: one per kata-runtime call (epoch start, end, exit status, args)."""
-    out = []
-    for line in read(path, 10**7).splitlines():
-        parts = line.split(" ", 3)
-        try:
-            t0, t1, rc = float(parts[0]), float(parts[1]), int(parts[2])
-        except (ValueError, IndexError):
-            continue
-        args = parts[3] if len(parts) > 3 else ""
-        out.append({"t0": t0, "t1": t1, "wall": round(t1 - t0, 3), "rc": rc, "sub": subcommand(args.split()),
-                    "args": args[:400]})
-    return out
-
-
-def union_within(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
-    """Length of the union of ``intervals`` clipped to [lo, hi]."""
-    total, end = 0.0, lo
-    for a, b in sorted((max(a, lo), min(b, hi)) for a, b in intervals):
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total
-
-
 def attach_calls(res: dict[str, Any], calls: list[dict[str, Any]]) -> None:
     """Give every timed record the kata-runtime calls that started while it ran."""
     records = [r for g in ("runs", "execs", "warmup", "exec_warmup") for rows in res.get(g, {}).values() for r in rows]
@@ -821,18 +675,18 @@ def call_stats(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         for c in r["runtime_calls"]:
             order.setdefault(c["sub"], len(order))
     return {
-        "calls": bench.median([len(r["runtime_calls"]) for r in ok]),
-        "subs": {k: bench.median(v) for k, v in sorted(per_sub.items(), key=lambda kv: order.get(kv[0], 99))},
-        "counts": {k: bench.median(v) for k, v in per_count.items()},
-        "in_runtime": (bench.minimum([r["in_runtime"] for r in ok]), bench.median([r["in_runtime"] for r in ok])),
-        "outside_runtime": (bench.minimum([r["outside_runtime"] for r in ok]),
-                            bench.median([r["outside_runtime"] for r in ok])),
+        "calls": median([len(r["runtime_calls"]) for r in ok]),
+        "subs": {k: median(v) for k, v in sorted(per_sub.items(), key=lambda kv: order.get(kv[0], 99))},
+        "counts": {k: median(v) for k, v in per_count.items()},
+        "in_runtime": (minimum([r["in_runtime"] for r in ok]), median([r["in_runtime"] for r in ok])),
+        "outside_runtime": (minimum([r["outside_runtime"] for r in ok]),
+                            median([r["outside_runtime"] for r in ok])),
     }
 
 
 def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r["wall"] for r in rows if r.get("ok")]
-    return {"n": len(ok), "of": len(rows), "min": bench.minimum(ok), "median": bench.median(ok)}
+    return {"n": len(ok), "of": len(rows), "min": minimum(ok), "median": median(ok)}
 
 
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
@@ -840,13 +694,13 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     s.update({k: stats(v) for k, v in res["execs"].items()})
     s["calls"] = {k: cs for g in ("runs", "execs") for k, v in res[g].items()
                   if k.startswith(("docker_kata", "docker_exec_kata")) and (cs := call_stats(v))}
-    s["docker_over_kata"] = bench.diff(s.get("docker_kata", {}).get("median"), s.get("kata_run", {}).get("median"))
-    s["docker_over_kata_cold"] = bench.diff(s.get("docker_kata_cold", {}).get("median"),
+    s["docker_over_kata"] = diff(s.get("docker_kata", {}).get("median"), s.get("kata_run", {}).get("median"))
+    s["docker_over_kata_cold"] = diff(s.get("docker_kata_cold", {}).get("median"),
                                             s.get("kata_run_cold", {}).get("median"))
-    s["docker_over_runc"] = bench.diff(s.get("docker_runc", {}).get("median"), s.get("runc_run", {}).get("median"))
-    s["docker_exec_over_kata"] = bench.diff(s.get("docker_exec_kata", {}).get("median"),
+    s["docker_over_runc"] = diff(s.get("docker_runc", {}).get("median"), s.get("runc_run", {}).get("median"))
+    s["docker_exec_over_kata"] = diff(s.get("docker_exec_kata", {}).get("median"),
                                             s.get("kata_exec", {}).get("median"))
-    s["docker_exec_over_runc"] = bench.diff(s.get("docker_exec_runc", {}).get("median"),
+    s["docker_exec_over_runc"] = diff(s.get("docker_exec_runc", {}).get("median"),
                                             s.get("runc_exec", {}).get("median"))
     return s
 
@@ -984,7 +838,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, help="write all raw numbers here")
     ap.add_argument("--markdown", type=Path, help="write the tables here")
     ap.add_argument("--runtime", default="", help="kata-runtime (default /opt/kata-dev/bin/kata-runtime, else PATH)")
-    ap.add_argument("--runc", default=shutil.which("runc") or "/usr/bin/runc", help="runc binary")
+    ap.add_argument("--runc", default=default_runc(), help="runc binary")
     ap.add_argument("--template", action=argparse.BooleanOptionalAction, default=True,
                     help="kata runs clone a VM template (default); --no-template: cold boots only")
     ap.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True,
@@ -1002,9 +856,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.timeout = 60.0 if args.short else 120.0
     if args.execs is None:
         args.execs = 3 if args.short else 10
-    if not args.runtime:
-        default = Path("/opt/kata-dev/bin/kata-runtime")
-        args.runtime = str(default) if default.exists() else (shutil.which("kata-runtime") or "kata-runtime")
+    args.runtime = args.runtime or default_runtime()
     args.runtime = os.path.abspath(shutil.which(args.runtime) or args.runtime)
     return args
 
@@ -1038,9 +890,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"benchmarks/engines.py: missing: {', '.join(missing)}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+    unwind_on_signals()
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kata-bench-engines."))
     work.chmod(0o711)
@@ -1048,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
         "execs_n": args.execs, "short": args.short, "template": args.template, "runtime": args.runtime,
-        "work": str(work), "load_start": loadavg(), "host": bench.host_facts(args.runtime),
+        "work": str(work), "load_start": loadavg(), "host": host_facts(args.runtime),
         "warmup_n": args.warmup, "runs": {}, "execs": {}, "warmup": {}, "exec_warmup": {}}
     versions(res)
     status = 0

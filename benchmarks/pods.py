@@ -19,12 +19,10 @@ something was left behind, never because of a number. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,62 +34,55 @@ from typing import Any
 
 import psutil
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # tests.cri.* and kata_runtime from this tree
-_spec = importlib.util.spec_from_file_location("kata_bench_run", HERE / "run.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)  # run.py's helpers: host facts, smaps_rollup, statistics
-sys.modules[_spec.name] = bench
-_spec.loader.exec_module(bench)
-
+if __package__ in (None, ""):  # run as a script: the repository on sys.path for ``benchmarks``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import (  # noqa: E402
+    INSTALLED_CONFIG,
+    MB,
+    SHARED_ROOT,
+    Interrupted,
+    cmdline,
+    default_runc,
+    default_runtime,
+    fmt_s,
+    has_pair,
+    host_facts,
+    loadavg,
+    median,
+    minimum,
+    mounts_under,
+    mounts_where,
+    one_line,
+    parse_calls,
+    progress,
+    quiet,
+    remove_cgroup_parent,
+    signals_held,
+    smaps_rollup,
+    union_within,
+    unwind_on_signals,
+    with_factory_keys,
+    write_trace_wrapper,
+)
 from tests.cri.cri import CRI, CRIError  # noqa: E402 - after sys.path
 from tests.cri.images import PAUSE_CMD, write_oci_archive  # noqa: E402
 
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 CTR = shutil.which("ctr") or "/usr/bin/ctr"
-RUNC = shutil.which("runc") or "/usr/sbin/runc"
+RUNC = default_runc()
 CNI_BIN = "/usr/lib/cni"
-INSTALLED_CONFIG = Path("/usr/share/defaults/kata-containers/configuration.toml")
 NAMESPACE = "k8s.io"
 PAUSE_IMAGE = "localhost/kbench/pause:1"
 BUSYBOX_IMAGE = "localhost/kbench/busybox:1"
 WORKLOAD = ["sleep", "100000"]
 HANDLERS = ("kata", "runc")
 MARK_ENV = "KATA_BENCH_PODS"  # in containerd's environment: every shim and runtime inherits it
-SHARED_ROOT = Path("/run/kata-containers/shared/sandboxes")
-MB = bench.MB
 GOAL_EXTRA_PSS_MB = 6.0  # host PSS of each extra container of a kata pod
 GOAL_EXTRA_START_S = 1.0  # CreateContainer + StartContainer of each extra container of a kata pod
 ROLES = {  # key: label
     "qemu": "QEMU", "kata-proxy": "kata-proxy", "kata-netmon": "kata-netmon", "kata-shim": "kata-shims",
     "containerd-shim": "containerd-shims", "containers": "containers' processes"}
-
-# containerd's kata handler runs kata-runtime through this wrapper: one line per call when it ends
-# (start, end, exit status, arguments; bash's $EPOCHREALTIME, no fork)
-TRACE_WRAPPER = """#!/bin/bash
-t0=$EPOCHREALTIME
-"{runtime}" "$@"
-rc=$?
-printf '%s %s %s %s\\n' "$t0" "$EPOCHREALTIME" "$rc" "$*" >>"{log}"
-exit $rc
-"""
-GLOBAL_VALUE_FLAGS = {"--root", "--log", "--log-format", "--kata-config", "--criu", "--rootless"}
-
-median, minimum, fmt_s, loadavg = bench.median, bench.minimum, bench.fmt_s, bench.loadavg
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP: unwind through the clean-up like Ctrl-C."""
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise Interrupted(f"signal {signal.Signals(signum).name}")
-
-
-def say(msg: str) -> None:
-    print(f"[pods {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+say = progress("pods")
 
 
 def _run(*argv: str, check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -99,41 +90,6 @@ def _run(*argv: str, check: bool = True, timeout: float = 120, **kw: Any) -> sub
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
     return p
-
-
-def _quiet(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> int | None:
-    try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=timeout, cwd="/", env=env).returncode
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def _cmdline(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except (psutil.Error, OSError):
-        return []
-
-
-def _has_pair(argv: list[str], flag: str, value: str) -> bool:
-    return any(a == flag and b == value for a, b in zip(argv, argv[1:], strict=False)) or f"{flag}={value}" in argv
-
-
-def one_line(e: BaseException | str, limit: int = 500) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
-
-
-def mounts_where(match: Any) -> list[str]:
-    """Mount points (from /proc/self/mountinfo) for which ``match(point)`` holds, deepest first."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if match(point):
-                out.append(point)
-    return sorted(set(out), key=lambda m: (-m.count("/"), m))
 
 
 def free_subnet() -> int:
@@ -147,21 +103,7 @@ def free_subnet() -> int:
 
 def kata_config(template: bool, template_path: Path) -> str:
     """The installed configuration with [factory] enable_template and template_path set."""
-    keys = [f"enable_template = {'true' if template else 'false'}", f'template_path = "{template_path}"']
-    out: list[str] = []
-    section, done = "", False
-    for line in INSTALLED_CONFIG.read_text().splitlines():
-        m = re.match(r"\s*\[([^\]]+)\]", line)
-        if m:
-            if section == "factory" and not done:
-                out, done = out + keys, True
-            section = m.group(1).strip()
-        if section == "factory" and re.match(r"\s*(enable_template|template_path)\s*=", line):
-            continue
-        out.append(line)
-    if not done:
-        out += keys if section == "factory" else ["", "[factory]", *keys]
-    return "\n".join(out) + "\n"
+    return with_factory_keys(INSTALLED_CONFIG.read_text(), enable_template=template, template_path=str(template_path))
 
 
 def pod_netns(status: Any) -> set[str]:
@@ -176,42 +118,6 @@ def pod_netns(status: Any) -> set[str]:
             if ns.get("type") == "network" and ns.get("path"):
                 out.add(ns["path"])
     return out
-
-
-def parse_calls(path: Path) -> list[dict[str, Any]]:
-    """The trace wrapper's lines: {t0, t1 (epoch), wall, rc, sub (the subcommand)}."""
-    out = []
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    for line in text.splitlines():
-        parts = line.split(" ", 3)
-        try:
-            t0, t1, rc = float(parts[0]), float(parts[1]), int(parts[2])
-        except (ValueError, IndexError):
-            continue
-        words, sub, skip = (parts[3] if len(parts) > 3 else "").split(), "?", False
-        for w in words:
-            if skip:
-                skip = False
-            elif w in GLOBAL_VALUE_FLAGS:
-                skip = True
-            elif not w.startswith("-"):
-                sub = w
-                break
-        out.append({"t0": t0, "t1": t1, "wall": round(t1 - t0, 3), "rc": rc, "sub": sub})
-    return out
-
-
-def union_within(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
-    """Length of the union of ``intervals`` clipped to [lo, hi]."""
-    total, end = 0.0, lo
-    for a, b in sorted((max(a, lo), min(b, hi)) for a, b in intervals):
-        if b > end:
-            total += b - max(a, end)
-            end = b
-    return total
 
 
 def remove_netns(path: str) -> None:
@@ -233,9 +139,7 @@ class Harness:
         self.calls_log = work / "runtime-calls.log"
         self.engine = runtime  # what containerd runs as the kata handler's runtime_engine
         if trace:
-            self.engine = str(work / "kata-runtime")
-            Path(self.engine).write_text(TRACE_WRAPPER.format(runtime=runtime, log=self.calls_log))
-            Path(self.engine).chmod(0o755)
+            self.engine = write_trace_wrapper(work / "kata-runtime", runtime, self.calls_log)
         self.template = template
         self.timeout = timeout
         self.bridge = "kbp-" + work.name.split(".", 1)[1][:8]
@@ -401,25 +305,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         found: dict[str, list[psutil.Process]] = {r: [] for r in ROLES}
         me = os.getpid()
         for p in psutil.process_iter():
-            argv = _cmdline(p)
+            argv = cmdline(p)
             if p.pid == me or not argv:
                 continue
             name, joined = os.path.basename(argv[0]), " ".join(argv) + " "
             if name == "containerd-shim" and self.sock in joined and \
                     any(a.rstrip("/").endswith("/" + i) for a in argv for i in ids):
                 found["containerd-shim"].append(p)
-            elif name == "containerd-shim-runc-v2" and self.sock in joined and any(_has_pair(argv, "-id", i)
+            elif name == "containerd-shim-runc-v2" and self.sock in joined and any(has_pair(argv, "-id", i)
                                                                                   for i in ids):
                 found["containerd-shim"].append(p)
             elif handler != "kata":
                 continue
             elif "qemu" in name and f"sandbox-{pod} " in joined:
                 found["qemu"].append(p)
-            elif any("kata-proxy" in a for a in argv[:3]) and _has_pair(argv, "--sandbox", pod):
+            elif any("kata-proxy" in a for a in argv[:3]) and has_pair(argv, "--sandbox", pod):
                 found["kata-proxy"].append(p)
-            elif any("kata-netmon" in a for a in argv[:3]) and _has_pair(argv, "--sandbox", pod):
+            elif any("kata-netmon" in a for a in argv[:3]) and has_pair(argv, "--sandbox", pod):
                 found["kata-netmon"].append(p)
-            elif any("kata-shim" in a for a in argv[:3]) and any(_has_pair(argv, "--container", i) for i in ids):
+            elif any("kata-shim" in a for a in argv[:3]) and any(has_pair(argv, "--container", i) for i in ids):
                 found["kata-shim"].append(p)
         if handler == "runc":
             seen = {p.pid for p in found["containerd-shim"]}
@@ -435,15 +339,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         return found
 
     def memory(self, handler: str, pod: str, containers: list[str]) -> dict[str, Any]:
-        procs = []
+        procs: list[dict[str, Any]] = []
         for role, ps in self.pod_processes(handler, pod, containers).items():
             for p in ps:
-                roll = bench.smaps_rollup(p.pid)
+                roll = smaps_rollup(p.pid)
                 if not roll:
                     continue  # gone meanwhile
                 procs.append({"role": role, "pid": p.pid, "pss": roll.get("Pss", 0), "rss": roll.get("Rss", 0),
                               "pss_anon": roll.get("Pss_Anon"), "pss_file": roll.get("Pss_File"),
-                              "cmd": " ".join(_cmdline(p))[:200]})
+                              "cmd": " ".join(cmdline(p))[:200]})
         roles = {r: sum(x["pss"] for x in procs if x["role"] == r) for r in ROLES}
         counts = {r: sum(1 for x in procs if x["role"] == r) for r in ROLES}
         # descendants of the pod's shims that have none of the roles (a kata-runtime call still
@@ -455,7 +359,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 kids = psutil.Process(x["pid"]).children(recursive=True)
             except psutil.Error:
                 continue
-            other += [{"pid": k.pid, "cmd": " ".join(_cmdline(k))[:200]} for k in kids if k.pid not in known]
+            other += [{"pid": k.pid, "cmd": " ".join(cmdline(k))[:200]} for k in kids if k.pid not in known]
         return {"roles": roles, "counts": counts, "total": sum(roles.values()), "processes": procs,
                 "uncounted": other}
 
@@ -465,7 +369,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         me = os.getpid()
         left = []
         for p in psutil.process_iter():
-            argv = _cmdline(p)
+            argv = cmdline(p)
             if p.pid != me and argv and any(i in " ".join(argv) for i in ids):
                 try:
                     if p.status() == psutil.STATUS_ZOMBIE:
@@ -586,7 +490,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         needles = [str(self.work)] + [i for i in self.ids if len(i) >= 12]
         out = []
         for p in psutil.process_iter():
-            argv = _cmdline(p)
+            argv = cmdline(p)
             if p.pid in skip or not argv:
                 continue
             joined = " ".join(argv)
@@ -613,109 +517,97 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def cleanup(self) -> dict[str, Any]:
         """Remove everything whatever happened; what had to be removed by force is reported."""
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        with signals_held():
+            return self._cleanup()
+
+    def _cleanup(self) -> dict[str, Any]:
         rep: dict[str, Any] = {"forced": [], "notes": [], "still_left": []}
         forced = rep["forced"]
-        try:
-            for d in (self.kata_root / "sbs", self.kata_root / "ctr", self.runc_root):  # also ids the CRI
-                if d.is_dir():  # did not give us (a call interrupted midway)
-                    self.ids |= {p.name for p in d.iterdir() if len(p.name) >= 12}
-            if self.cri is not None and self.proc is not None and self.proc.poll() is None:
-                try:
-                    for pod in self.cri.list_pod_sandbox():
-                        rep["notes"].append(f"pod {pod.metadata.name} still there: removed")
-                        try:
-                            self.netns |= pod_netns(self.cri.pod_sandbox_status(pod.id, verbose=True))
-                            self.cri.stop_pod_sandbox(pod.id, timeout=120)
-                            self.cri.remove_pod_sandbox(pod.id, timeout=120)
-                        except CRIError as e:
-                            forced.append(f"removing pod {pod.metadata.name}: {one_line(e)}")
-                except CRIError as e:
-                    forced.append(f"ListPodSandbox: {one_line(e)}")
-            if self.cri is not None:
-                self.cri.close()
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(10)
-                    forced.append("containerd ignored SIGTERM for 30 s: SIGKILL")
-            env = self.env()
-            for root, runtime in ((self.runc_root, RUNC), (self.kata_root, self.runtime)):
-                if not root.is_dir():
-                    continue
-                listed = subprocess.run([runtime, "--root", str(root), "list", "--quiet"], capture_output=True,
-                                        text=True, env=env, timeout=120)
-                for cid in listed.stdout.split():
-                    forced.append(f"{os.path.basename(runtime)} container left: {cid}")
-                    _quiet([runtime, "--root", str(root), "kill", "--all", cid, "9"], 60, env)
-                    _quiet([runtime, "--root", str(root), "delete", "--force", cid], 120, env)
-            if self.factory_made and _quiet([self.runtime, "factory", "destroy"], 120, env) != 0:
-                forced.append("kata-runtime factory destroy failed")
-            time.sleep(0.3)
-            procs = self.ours()
-            for p, cmd in procs:  # shims, VMs, proxies: all should be gone by now
-                forced.append(f"process {p.pid}: {cmd[:200]}")
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs([p for p, _ in procs], timeout=5)
-            ids = [i for i in self.ids if len(i) >= 12]
-            for _ in range(3):
-                points = mounts_where(lambda m: m.startswith(str(self.work) + "/") or any(i in m for i in ids))
-                for point in points:
-                    forced.append(f"mount {point}")
-                    if _quiet(["umount", point], 10) != 0:
-                        _quiet(["umount", "-l", point], 10)
-                if not points:
-                    break
-            for ns in sorted(self.netns):
-                if os.path.exists(ns):
-                    forced.append(f"network namespace {ns}")
-                    remove_netns(ns)
-            for path in self.kata_paths(ids):  # the runtime's, outside our work dir
-                if not mounts_where(lambda m, p=str(path): m.startswith(p)):
-                    forced.append(str(path))
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        remove_netns(str(path))
-            if self.bridge_made and Path(f"/sys/class/net/{self.bridge}").exists():
-                _quiet(["ip", "link", "del", self.bridge], 30)
-            for rule in self.iptables:
-                _quiet(["iptables", "-D", *rule], 30)
-            cg = Path("/sys/fs/cgroup")
-            for top in [c / self.work.name for c in cg.iterdir() if c.is_dir()] + [cg / self.work.name]:
-                if top.is_dir():
-                    for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                        try:
-                            sub.rmdir()
-                        except OSError:
-                            pass
+        for d in (self.kata_root / "sbs", self.kata_root / "ctr", self.runc_root):  # also ids the CRI
+            if d.is_dir():  # did not give us (a call interrupted midway)
+                self.ids |= {p.name for p in d.iterdir() if len(p.name) >= 12}
+        if self.cri is not None and self.proc is not None and self.proc.poll() is None:
+            try:
+                for pod in self.cri.list_pod_sandbox():
+                    rep["notes"].append(f"pod {pod.metadata.name} still there: removed")
                     try:
-                        top.rmdir()
-                    except OSError as e:
-                        forced.append(f"cgroup {top}: {e}")
-            if not mounts_where(lambda m: m.startswith(str(self.work))):
-                shutil.rmtree(self.work, ignore_errors=True)
-            # what is left now is a failure of the clean-up itself
-            still = rep["still_left"]
-            still += [f"process {p.pid}: {c[:200]}" for p, c in self.ours()]
-            still += [f"mount {m}" for m in mounts_where(lambda m: m.startswith(str(self.work)) or
-                                                          any(i in m for i in ids))]
-            still += [f"network namespace {ns}" for ns in sorted(self.netns) if os.path.exists(ns)]
-            if Path(f"/sys/class/net/{self.bridge}").exists():
-                still.append(f"bridge {self.bridge}")
-            still += [str(p) for p in self.kata_paths(ids)]
-            if self.work.exists():
-                still.append(f"{self.work} not removed")
-            return rep
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+                        self.netns |= pod_netns(self.cri.pod_sandbox_status(pod.id, verbose=True))
+                        self.cri.stop_pod_sandbox(pod.id, timeout=120)
+                        self.cri.remove_pod_sandbox(pod.id, timeout=120)
+                    except CRIError as e:
+                        forced.append(f"removing pod {pod.metadata.name}: {one_line(e)}")
+            except CRIError as e:
+                forced.append(f"ListPodSandbox: {one_line(e)}")
+        if self.cri is not None:
+            self.cri.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                forced.append("containerd ignored SIGTERM for 30 s: SIGKILL")
+        env = self.env()
+        for root, runtime in ((self.runc_root, RUNC), (self.kata_root, self.runtime)):
+            if not root.is_dir():
+                continue
+            listed = subprocess.run([runtime, "--root", str(root), "list", "--quiet"], capture_output=True,
+                                    text=True, env=env, timeout=120)
+            for cid in listed.stdout.split():
+                forced.append(f"{os.path.basename(runtime)} container left: {cid}")
+                quiet([runtime, "--root", str(root), "kill", "--all", cid, "9"], 60, env)
+                quiet([runtime, "--root", str(root), "delete", "--force", cid], 120, env)
+        if self.factory_made and quiet([self.runtime, "factory", "destroy"], 120, env) != 0:
+            forced.append("kata-runtime factory destroy failed")
+        time.sleep(0.3)
+        procs = self.ours()
+        for p, cmd in procs:  # shims, VMs, proxies: all should be gone by now
+            forced.append(f"process {p.pid}: {cmd[:200]}")
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs([p for p, _ in procs], timeout=5)
+        ids = [i for i in self.ids if len(i) >= 12]
+        for _ in range(3):
+            points = mounts_where(lambda m: m.startswith(str(self.work) + "/") or any(i in m for i in ids))
+            for point in points:
+                forced.append(f"mount {point}")
+                if quiet(["umount", point], 10) != 0:
+                    quiet(["umount", "-l", point], 10)
+            if not points:
+                break
+        for ns in sorted(self.netns):
+            if os.path.exists(ns):
+                forced.append(f"network namespace {ns}")
+                remove_netns(ns)
+        for path in self.kata_paths(ids):  # the runtime's, outside our work dir
+            if not mounts_under(str(path)):
+                forced.append(str(path))
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    remove_netns(str(path))
+        if self.bridge_made and Path(f"/sys/class/net/{self.bridge}").exists():
+            quiet(["ip", "link", "del", self.bridge], 30)
+        for rule in self.iptables:
+            quiet(["iptables", "-D", *rule], 30)
+        forced += [f"cgroup {top}: not empty" for top in remove_cgroup_parent(self.work.name)]
+        if not mounts_where(lambda m: m.startswith(str(self.work))):
+            shutil.rmtree(self.work, ignore_errors=True)
+        # what is left now is a failure of the clean-up itself
+        still = rep["still_left"]
+        still += [f"process {p.pid}: {c[:200]}" for p, c in self.ours()]
+        still += [f"mount {m}" for m in mounts_where(lambda m: m.startswith(str(self.work)) or
+                                                      any(i in m for i in ids))]
+        still += [f"network namespace {ns}" for ns in sorted(self.netns) if os.path.exists(ns)]
+        if Path(f"/sys/class/net/{self.bridge}").exists():
+            still.append(f"bridge {self.bridge}")
+        still += [str(p) for p in self.kata_paths(ids)]
+        if self.work.exists():
+            still.append(f"{self.work} not removed")
+        return rep
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -928,9 +820,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.repeat = 1 if args.short else 3
     if args.idle is None:
         args.idle = 3.0 if args.short else 5.0
-    if not args.runtime:
-        default = Path("/opt/kata-dev/bin/kata-runtime")
-        args.runtime = str(default) if default.exists() else (shutil.which("kata-runtime") or "kata-runtime")
+    args.runtime = args.runtime or default_runtime()
     args.runtime = os.path.abspath(shutil.which(args.runtime) or args.runtime)
     return args
 
@@ -953,9 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"benchmarks/pods.py: missing: {', '.join(missing)}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+    unwind_on_signals()
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kata-bench-pods.", dir="/tmp"))
     work.chmod(0o711)
@@ -964,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat, "short": args.short,
         "sizes": args.sizes, "handlers": args.handlers, "idle": args.idle, "template": args.template,
         "runtime": args.runtime, "warmup_n": args.warmup, "work": str(work), "load_start": loadavg(),
-        "host": bench.host_facts(args.runtime),
+        "host": host_facts(args.runtime),
         "memory_unit": "bytes (tables: MB = 10^6 bytes)", "warmup": [], "pods": []}
     try:
         words = subprocess.run([CONTAINERD, "--version"], capture_output=True, text=True, timeout=10).stdout.split()
