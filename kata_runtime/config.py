@@ -29,8 +29,13 @@ class HypervisorConfig:
     image: str = "/usr/share/kata-containers/kata-containers.img"
     machine_type: str = "q35"
     kernel_params: str = ""
-    default_vcpus: int = 1
+    default_vcpus: int = 1  # Kata 1.x: 0 means 1, less than 0 the host's CPUs (kata_runtime.resources)
     default_memory: int = 512  # MiB
+    # Kata 1.x's ceilings for hotplug (kata_runtime.resources): 0 means the host's CPUs (more than
+    # the host has means the same), and the host's memory (Kata 1.x's maxmem)
+    default_maxvcpus: int = 0
+    default_maxmemory: int = 0  # MiB
+    memory_slots: int = 10  # memory hotplug slots: how many times memory can be added to a VM
     shared_fs: str = "virtio-9p"
     msize_9p: int = 131072
     accel: str = "auto"  # auto | kvm | tcg  (auto: KVM when it really boots guests, else TCG)
@@ -137,6 +142,19 @@ def load_config(explicit: Path | None = None) -> Config:
     if not os.path.isabs(cfg.factory.vm_cache_endpoint) or len(cfg.factory.vm_cache_endpoint.encode()) > 100:
         raise ConfigError(f"{path}: [factory] vm_cache_endpoint must be an absolute path of at most 100 bytes "
                           f"(a unix socket), not {cfg.factory.vm_cache_endpoint!r}")
+    hvc = cfg.hypervisor
+    for key, floor in (("default_memory", 1), ("default_maxvcpus", 0), ("default_maxmemory", 0)):
+        if getattr(hvc, key) < floor:
+            raise ConfigError(f"{path}: [hypervisor.qemu] {key} must be {floor} or more, not {getattr(hvc, key)}")
+    if not 0 < hvc.memory_slots <= 256:
+        raise ConfigError(f"{path}: [hypervisor.qemu] memory_slots must be 1 to 256 (QEMU's limit), not "
+                          f"{hvc.memory_slots}")
+    if 0 < hvc.default_maxvcpus < hvc.default_vcpus:
+        raise ConfigError(f"{path}: [hypervisor.qemu] default_vcpus {hvc.default_vcpus} is more than default_maxvcpus "
+                          f"{hvc.default_maxvcpus}")
+    if 0 < hvc.default_maxmemory < hvc.default_memory:
+        raise ConfigError(f"{path}: [hypervisor.qemu] default_memory {hvc.default_memory} MiB is more than "
+                          f"default_maxmemory {hvc.default_maxmemory} MiB")
     if cfg.hypervisor.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"{path}: [hypervisor.qemu] accel must be auto, kvm or tcg")
     return cfg

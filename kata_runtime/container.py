@@ -28,6 +28,8 @@ from kata_runtime.phases import phase
 from kata_runtime.store import ContainerRecord, ExecRecord, ProcRef, SandboxRecord, SandboxStore
 
 if TYPE_CHECKING:  # sandbox.py is imported only by the commands that boot or talk to a VM
+    from kata_runtime.cgroups import HostCgroup
+    from kata_runtime.resources import VMSize
     from kata_runtime.sandbox import AgentFactory, HypervisorFactory, Sandbox
 
 log = logging.getLogger(__name__)
@@ -170,12 +172,13 @@ def _create(ctx: _Context, cid: str, bundle_path: Path, *, pid_file: Path | None
     peers = {r.shim.pid: k for k, r in pod.containers.items() if r.shim is not None} if pod is not None else {}
     guest = translate(cid, bundle.spec, bundle.path, bundle.rootfs, peers)  # refusals before anything is made
     ctx.cfg  # noqa: B018 - configuration errors too, before anything is made
+    plan = _plan_resources(ctx, cid, bundle.spec, joins)
     c = ContainerRecord(id=cid, bundle=str(bundle.path), rootfs=str(bundle.rootfs),
                         created=rfc3339_nano(time.time_ns()), status=Status.CREATING,
                         annotations=dict(bundle.spec.get("annotations") or {}), process=process,
-                        creator=ProcRef.of(os.getpid()), hooks=guest.hooks)
+                        creator=ProcRef.of(os.getpid()), hooks=guest.hooks, resources=plan.kept)
     made = _ContainerInVM(ctx, c, bundle, guest, no_pivot=no_pivot, detach_shim=detach_shim,
-                          console_socket=console_socket)
+                          console_socket=console_socket, plan=plan)
     rec, shim = _join(ctx, made, joins) if joins is not None else _create_sandbox(ctx, made)
     if pid_file is not None:
         try:
@@ -206,6 +209,66 @@ def _pod_to_join(ctx: _Context, cid: str, sid: str) -> SandboxRecord:
 
 
 @dataclass
+class _ResourcePlan:
+    """What a container's ``linux.resources`` mean on the host, worked out before anything is made."""
+
+    resources: dict[str, Any]  # the spec's linux.resources
+    kept: dict[str, Any]  # what of it the record keeps (resources.sizing_part)
+    size: VMSize | None  # the VM its sandbox boots with (None for a pod's member: the pod's VM grows)
+    cgroup: HostCgroup | None  # its sandbox's cgroup on the host (None for a member: it joins the pod's)
+
+
+def _plan_resources(ctx: _Context, cid: str, spec: dict[str, Any], joins: str | None) -> _ResourcePlan:
+    """The VM size and host cgroup of a container's spec; the refusals (more than the VM may have,
+    a cpuset of CPUs the host has not, a malformed cgroups path) before anything is made."""
+    from kata_runtime import cgroups
+    from kata_runtime import resources as sizing
+
+    linux = spec.get("linux") or {}
+    res = linux.get("resources")
+    res = res if isinstance(res, dict) else {}
+    try:
+        cgroups.check_cpuset(res, "")
+        kept = sizing.sizing_part(res)
+        if joins is not None:
+            return _ResourcePlan(res, kept, None, None)
+        size = sizing.size_for(sizing.limits(ctx.cfg.hypervisor), [kept])
+        cg = cgroups.plan(str(linux.get("cgroupsPath") or ""), cid, ctx.opts.systemd_cgroup)
+    except KataError as e:
+        e.container, e.step = e.container or cid, e.step or "create"
+        raise
+    return _ResourcePlan(res, kept, size, cg)
+
+
+def _fit_vm(sandbox: Sandbox, cid: str, step: str) -> None:
+    """Grow the sandbox's VM to what its containers' resources need now (:mod:`kata_runtime.resources`):
+    hotplug vCPUs and memory, then the agent onlines them. A VM is never shrunk: what is plugged
+    stays, as in Kata 1.x (a lower limit binds in the guest's cgroup)."""
+    from kata_runtime import resources as sizing
+
+    rec = sandbox.rec
+    want = sizing.size_for(sizing.limits(sandbox.cfg.hypervisor), [k.resources for k in rec.containers.values()])
+    vm = sandbox.vm()
+    now = sizing.VMSize(rec.vcpus, rec.memory_mib) if rec.vcpus and rec.memory_mib else vm.current_size()
+    add = sizing.growth(now, want)
+    if not add.vcpus and not add.memory_mib:
+        return
+    t0 = time.monotonic()
+    if add.vcpus:
+        vm.hotplug_vcpus(add.vcpus)
+        rec.vcpus = now.vcpus + add.vcpus
+        sandbox.save()
+    if add.memory_mib:
+        vm.hotplug_memory(add.memory_mib)
+        rec.memory_mib = now.memory_mib + add.memory_mib
+        sandbox.save()
+    sandbox.agent(cid).online_cpu_mem(add.vcpus, step)
+    phase("vm_resized")
+    log.debug("sandbox %s: +%d vCPUs, +%d MiB in %.3fs: %d vCPUs, %d MiB", rec.id, add.vcpus, add.memory_mib,
+              time.monotonic() - t0, rec.vcpus, rec.memory_mib)
+
+
+@dataclass
 class _ContainerInVM:
     """What it takes to make one container in a sandbox's VM (its own sandbox, or a pod's)."""
 
@@ -216,6 +279,7 @@ class _ContainerInVM:
     no_pivot: bool
     detach_shim: bool
     console_socket: Path | None
+    plan: _ResourcePlan
 
     def make(self, sandbox: Sandbox) -> subprocess.Popen[bytes]:
         """Share its rootfs and mounts, create it in the guest, start its shim, run the create
@@ -237,6 +301,7 @@ class _ContainerInVM:
         c.shim = ProcRef.of(shim.pid)
         sandbox.save()
         phase("shim_started")
+        sandbox.join_cgroup(sandbox.rec.qemu, sandbox.rec.proxy, c.shim)  # the whole sandbox, as Kata 1.x
         state = hook_state(c.id, "creating", shim.pid, c.bundle, c.annotations)
         for kind in CREATE_KINDS:
             run_hooks(kind, c.hooks, state, c.id, "create")
@@ -253,7 +318,10 @@ def _create_sandbox(ctx: _Context, made: _ContainerInVM) -> tuple[SandboxRecord,
     sandbox = ctx.sandbox(rec)
     try:
         with ctx.store.locked(cid, "create"), _interruptible(cid, "create"):
+            assert made.plan.size is not None and made.plan.cgroup is not None
+            rec.vcpus, rec.memory_mib = made.plan.size.vcpus, made.plan.size.memory_mib
             sandbox.save()
+            sandbox.setup_cgroup(made.plan.cgroup, made.plan.resources)
             sandbox.setup_network(made.guest.network)
             sandbox.boot()
             shim = made.make(sandbox)
@@ -292,6 +360,8 @@ def _join(ctx: _Context, made: _ContainerInVM, sid: str) -> tuple[SandboxRecord,
             rec.containers[cid] = c
             sandbox = ctx.sandbox(rec)
             sandbox.save()
+            _fit_vm(sandbox, cid, "create")  # the pod's VM grows by what the member asks for
+            _widen_cpuset(sandbox, str((c.resources.get("cpu") or {}).get("cpus") or ""))
             shim = made.make(sandbox)
             c.status = Status.CREATED
             sandbox.save()
@@ -518,6 +588,7 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
         sandbox = ctx.sandbox(rec)
         sandbox.agent(cid).exec_process(cid, exec_id, guest_process(process))
         shim = _start_shim(cid, exec_id, sandbox, detach, tty, console_socket, process.get("args") or [], "exec")
+        sandbox.join_cgroup(ProcRef.of(shim.pid))
         if pid_file is not None:
             try:
                 write_pid_file(pid_file, shim.pid, cid, "exec")
@@ -559,14 +630,52 @@ def resume(opts: RuntimeOptions, cid: str) -> None:
 
 
 def update(opts: RuntimeOptions, cid: str, resources: dict[str, Any]) -> None:
-    """Apply an OCI ``linux.resources`` object to a container that is not stopped."""
+    """Apply an OCI ``linux.resources`` object to a container that is not stopped: the VM grows to
+    what the sandbox's containers need now (hotplugged vCPUs and memory), the host cgroup takes the
+    new CPU limits (those of the sandbox's own container; a member's cpuset widens it), the
+    container's cgroup in the guest takes them all. Refused, with nothing changed, when the VM
+    would need more than the configuration allows."""
+    from kata_runtime import cgroups
+    from kata_runtime import resources as sizing
+    from kata_runtime.oci.guest_spec import guest_resources
+
     ctx = _Context(opts)
     with _locked_container(ctx, cid, "update") as (rec, c):
         if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
             raise InvalidState("container not running", container=cid, step="update")
-        from kata_runtime.oci.guest_spec import guest_resources
+        before = c.resources
+        sandbox = ctx.sandbox(rec)
+        try:
+            cgroups.check_cpuset(resources, "")
+            c.resources = sizing.merge(before, sizing.sizing_part(resources))
+            _fit_vm(sandbox, cid, "update")
+            if rec.cgroup is not None and cid == rec.id:
+                cg = cgroups.HostCgroup.from_json(rec.cgroup)
+                cgroups.set_limits(cg, resources)
+                cg.cpus = str((c.resources.get("cpu") or {}).get("cpus") or "")
+                rec.cgroup = cg.to_json()
+            elif rec.cgroup is not None:
+                _widen_cpuset(sandbox, str((c.resources.get("cpu") or {}).get("cpus") or ""))
+            sandbox.agent(cid).update_container(cid, guest_resources(resources))
+        except KataError as e:
+            c.resources = before  # the VM may have grown meanwhile: it keeps what was plugged
+            with contextlib.suppress(KataError):
+                sandbox.save()
+            e.container, e.step = e.container or cid, e.step or "update"
+            raise
+        sandbox.save()
 
-        ctx.sandbox(rec).agent(cid).update_container(cid, guest_resources(resources))
+
+def _widen_cpuset(sandbox: Sandbox, cpus: str) -> None:
+    """A pod member's cpuset: the sandbox's host cgroup gets the union (Kata 1.x's)."""
+    if sandbox.rec.cgroup is None or not cpus:
+        return
+    from kata_runtime import cgroups
+
+    cg = cgroups.HostCgroup.from_json(sandbox.rec.cgroup)
+    cgroups.widen_cpuset(cg, cpus)
+    sandbox.rec.cgroup = cg.to_json()
+    sandbox.save()
 
 
 def stats(opts: RuntimeOptions, cid: str) -> dict[str, Any] | None:

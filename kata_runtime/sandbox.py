@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from kata_runtime.agent import AgentClient
+    from kata_runtime.cgroups import HostCgroup
     from kata_runtime.hypervisor import Hypervisor
 
     HypervisorFactory = Callable[["Sandbox"], Hypervisor]
@@ -36,9 +37,12 @@ if TYPE_CHECKING:
 def qemu_for(sandbox: Sandbox) -> Hypervisor:
     """The sandbox's VM as QEMU runs it (the default :class:`Hypervisor`)."""
     from kata_runtime.hypervisor.qemu import QemuVM
+    from kata_runtime.resources import VMSize
 
-    return QemuVM(sandbox.id, sandbox.cfg.hypervisor, sandbox.store.vm_dir(sandbox.id), sandbox.rec.accel or "tcg",
-                  sandbox.shared_dir, sandbox.rec.qemu, sock_dir=sandbox.store.socket_dir(sandbox.id))
+    rec = sandbox.rec
+    return QemuVM(sandbox.id, sandbox.cfg.hypervisor, sandbox.store.vm_dir(sandbox.id), rec.accel or "tcg",
+                  sandbox.shared_dir, rec.qemu, sock_dir=sandbox.store.socket_dir(sandbox.id),
+                  size=VMSize(rec.vcpus, rec.memory_mib) if rec.vcpus and rec.memory_mib else None)
 
 
 def agent_for(sandbox: Sandbox, container: str) -> AgentClient:
@@ -147,7 +151,7 @@ class Sandbox:
         self.rec.shared_dir = str(HOST_SHARED_ROOT / self.id)
         self.save()
         t0 = time.monotonic()
-        if not (self._vm_from_cache() or self._vm_from_template()):
+        if not (self._default_size() and (self._vm_from_cache() or self._vm_from_template())):
             self.shared_dir.mkdir(parents=True, exist_ok=True)
             vm = self.vm()
             self._launch(vm)
@@ -163,6 +167,45 @@ class Sandbox:
             "driver": "9p", "source": SHARED_FS_TAG, "fstype": "9p", "mount_point": GUEST_SHARED_DIR,
             "options": ["trans=virtio", "version=9p2000.L", f"msize={hv.msize_9p}", "cache=mmap"]}])
         phase("sandbox_created")
+
+    def _default_size(self) -> bool:
+        """Whether the VM is to have the configuration's size, that of the VM cache's VMs and of
+        the template's clones (a sandbox sized by its spec boots cold)."""
+        from kata_runtime.resources import limits
+
+        lim = limits(self.cfg.hypervisor)
+        if not self.rec.vcpus or (self.rec.vcpus, self.rec.memory_mib) == (lim.default_vcpus, lim.default_mib):
+            return True
+        if self.cfg.factory.vm_cache_number > 0 or self.cfg.factory.enable_template:
+            log.debug("sandbox %s: %d vCPUs and %d MiB, not the VM factory's %d and %d: cold boot", self.id,
+                      self.rec.vcpus, self.rec.memory_mib, lim.default_vcpus, lim.default_mib)
+        return False
+
+    def setup_cgroup(self, cg: HostCgroup, resources: dict[str, Any]) -> None:
+        """Make the sandbox's cgroup on the host with the limits of ``resources``, recorded first
+        (:meth:`destroy` removes it whatever happens next)."""
+        from kata_runtime import cgroups
+
+        self.rec.cgroup = cg.to_json()
+        self.save()
+        try:
+            cgroups.make(cg, resources)
+        except OSError as e:
+            raise KataError(f"cannot make the host cgroup {cg.path}: {e.strerror or e}", container=self.id,
+                            step="create") from None
+        self.rec.cgroup = cg.to_json()
+        self.save()
+
+    def join_cgroup(self, *refs: ProcRef | None) -> None:
+        """Put processes of the sandbox (QEMU with its threads, kata-proxy, kata-shims) in its cgroup."""
+        if self.rec.cgroup is None:
+            return
+        from kata_runtime import cgroups
+
+        cg = cgroups.HostCgroup.from_json(self.rec.cgroup)
+        for ref in refs:
+            if ref is not None and ref.alive():
+                cgroups.join(cg, ref.pid)
 
     def _launch(self, vm: Hypervisor) -> None:
         t0 = time.monotonic()
@@ -381,6 +424,7 @@ class Sandbox:
                                                self.rec.qemu.pid, self.store.vm_dir(self.id) / "netmon.log",
                                                self.cfg.netmon.path)
         self.save()
+        self.join_cgroup(self.rec.netmon)
 
     def _disconnect_network(self, errors: list[str]) -> None:
         """Remove our devices from the namespace and give its interfaces back what the model
@@ -471,6 +515,10 @@ class Sandbox:
         if not vm.alive() and not self.rec.netns_owned:  # ours goes whole, with its taps, below
             self._disconnect_network(errors)
         _unshare_tree(self.shared_dir, errors)
+        if self.rec.cgroup is not None:
+            from kata_runtime import cgroups
+
+            cgroups.remove(cgroups.HostCgroup.from_json(self.rec.cgroup), errors)
         if self.rec.netns_owned and self.rec.netns:
             try:
                 netns.remove(Path(self.rec.netns))

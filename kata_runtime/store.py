@@ -103,6 +103,7 @@ class ContainerRecord:
     execs: dict[str, ExecRecord] = field(default_factory=dict)
     creator: ProcRef | None = None  # the kata-runtime that is creating it (while "creating")
     hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the spec's, run on the host
+    resources: dict[str, Any] = field(default_factory=dict)  # its linux.resources cpu and memory, as updated
 
 
 @dataclass
@@ -117,6 +118,9 @@ class SandboxRecord:
     endpoints: list[dict[str, Any]] = field(default_factory=list)  # network.tcfilter.Endpoint, as JSON
     netmon: ProcRef | None = None
     containers: dict[str, ContainerRecord] = field(default_factory=dict)
+    vcpus: int = 0  # what the VM has now, hotplugged included (0: not known, the configuration's defaults)
+    memory_mib: int = 0
+    cgroup: dict[str, Any] | None = None  # cgroups.HostCgroup, as JSON: recorded before it is made
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +142,8 @@ class SandboxRecord:
                    netmon=ref(d.get("netmon")),
                    shared_dir=d.get("shared_dir", ""), netns=d.get("netns", ""),
                    netns_owned=bool(d.get("netns_owned", False)), endpoints=list(d.get("endpoints", [])),
-                   containers=containers)
+                   containers=containers, vcpus=int(d.get("vcpus", 0)), memory_mib=int(d.get("memory_mib", 0)),
+                   cgroup=d.get("cgroup"))
 
 
 class SandboxStore:

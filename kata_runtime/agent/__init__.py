@@ -45,6 +45,10 @@ class AgentClient(Protocol):
     def stats_container(self, cid: str) -> dict[str, Any]:
         """runc's stats object (cpu, memory, pids...) of the container."""
 
+    def online_cpu_mem(self, nb_cpus: int, step: str = "update") -> None:
+        """Bring hotplugged vCPUs and memory online in the guest; returns once ``nb_cpus`` new vCPUs
+        are online (memory: every block that is offline)."""
+
     def pause_container(self, cid: str) -> None: ...
 
     def resume_container(self, cid: str) -> None: ...

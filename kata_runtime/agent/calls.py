@@ -110,6 +110,9 @@ class AgentCalls:
     def update_container(self, cid: str, resources: dict[str, Any]) -> None:
         self.call("UpdateContainer", {"container_id": cid, "resources_json": json.dumps(resources)}, "update")
 
+    def online_cpu_mem(self, nb_cpus: int, step: str = "update") -> None:
+        self.call("OnlineCPUMem", {"wait": True, "nb_cpus": nb_cpus}, step)
+
     def stats_container(self, cid: str) -> dict[str, Any]:
         answer = self.call("StatsContainer", {"container_id": cid}, "events")
         return dict(self._json_field(answer, "stats_json", dict, "events"))

@@ -108,9 +108,10 @@ def fingerprint(cfg: Config, accel: str) -> dict[str, Any]:
     files: QEMU's binary, the kernel, the initrd and the image (the agent lives in the image)."""
     hv = asdict(cfg.hypervisor)
     hv.pop("enable_debug", None)  # what it changes is in the command line below
-    cmdline = QemuVM(TEMPLATE_NAME, cfg.hypervisor, Path("/"), accel, Path("/")).kernel_cmdline()
+    vm = QemuVM(TEMPLATE_NAME, cfg.hypervisor, Path("/"), accel, Path("/"))
     files = {key: _file_identity(hv[key]) for key in ("path", "kernel", "initrd", "image")}
-    return {"accel": accel, "hypervisor": hv, "kernel_cmdline": cmdline, "files": files, "devices": DEVICE_LAYOUT}
+    return {"accel": accel, "hypervisor": hv, "kernel_cmdline": vm.kernel_cmdline(), "files": files,
+            "devices": DEVICE_LAYOUT, "topology": list(vm.topology())}
 
 
 _FILE_NAMES = {"path": "QEMU binary", "kernel": "guest kernel", "initrd": "guest initrd", "image": "guest image"}
@@ -139,6 +140,9 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         out.append("kernel command line changed")
     if old["devices"] != new["devices"]:
         out.append(f"device layout {old['devices']} -> {new['devices']}")
+    if old["topology"] != new["topology"] and not any(o.startswith(("default_", "memory_slots")) for o in out):
+        # the host's CPUs or memory changed: the ceilings of hotplug
+        out.append(f"vCPUs and memory {' '.join(old['topology'])} -> {' '.join(new['topology'])}")
     return out or ["its inputs changed"]
 
 

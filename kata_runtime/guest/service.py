@@ -145,12 +145,40 @@ class AgentService:
         return EMPTY
 
     def OnlineCPUMem(self, req: Message) -> Message:
-        for entry in os.listdir("/sys/devices/system/cpu"):
-            online = f"/sys/devices/system/cpu/{entry}/online"
-            if entry.startswith("cpu") and entry[3:].isdigit() and os.path.exists(online):
-                with open(online, "w") as f:
-                    f.write("1")
-        return EMPTY
+        """Online what the host hotplugged: every offline memory block, and offline vCPUs until
+        ``nb_cpus`` of them came online (the host waited for the guest's ACPI to take them; with
+        ``wait`` a vCPU that is not there yet is waited for, up to 10 s)."""
+        def online_all(top: str, prefix: str, name: str, off: str, on: str) -> int:
+            """Write ``on`` into ``<top>/<prefix>N/<name>`` wherever it reads ``off``; how many did."""
+            count = 0
+            for entry in os.listdir(top) if os.path.isdir(top) else ():
+                if not (entry.startswith(prefix) and entry[len(prefix):].isdigit()):
+                    continue
+                path = f"{top}/{entry}/{name}"
+                try:
+                    with open(path) as f:
+                        if f.read().strip() != off:
+                            continue
+                    with open(path, "w") as f:
+                        f.write(on)
+                except FileNotFoundError:
+                    continue  # cpu0 has no "online": it cannot go offline
+                except OSError as e:
+                    raise AgentFailure(f"cannot bring {top}/{entry} online: {os.strerror(e.errno or 0)}") from None
+                count += 1
+            return count
+
+        want = int(req.get("nb_cpus", 0))
+        deadline = time.monotonic() + (10.0 if req.get("wait") else 0.0)
+        onlined = 0
+        while True:
+            onlined += online_all("/sys/devices/system/cpu", "cpu", "online", "0", "1")
+            online_all("/sys/devices/system/memory", "memory", "state", "offline", "online")
+            if onlined >= want:
+                return EMPTY
+            if time.monotonic() > deadline:
+                raise AgentFailure(f"only {onlined} of {want} hotplugged vCPUs came online")
+            time.sleep(0.01)
 
     # -- containers -------------------------------------------------------------------------------
     def CreateContainer(self, req: Message) -> Message:

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from kata_runtime.resources import VMSize
     from kata_runtime.store import ProcRef
 
 
 class Hypervisor(Protocol):
-    """One VM: start it, stop it, say whether it still runs, plug devices into it.
+    """One VM: start it, stop it, say whether it still runs, plug devices, vCPUs and memory into it.
 
     ``proc`` is the VM's process once launched (or adopted); ``channel`` the host end of the
     agent's channel, ``console`` the guest console's log."""
@@ -52,3 +53,13 @@ class Hypervisor(Protocol):
         ``fd``, by that open tap: the VM takes its own copy)."""
 
     def unplug_nic(self, index: int) -> None: ...
+
+    def current_size(self) -> VMSize:
+        """The vCPUs and memory (MiB) the running VM has, hotplugged ones included."""
+
+    def hotplug_vcpus(self, count: int) -> None:
+        """Add ``count`` vCPUs; return once the guest has taken them (offline: the agent onlines them)."""
+
+    def hotplug_memory(self, mib: int) -> None:
+        """Add ``mib`` MiB of memory (a whole number of guest memory blocks); return once the guest
+        has taken it."""

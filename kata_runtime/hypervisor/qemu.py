@@ -19,6 +19,7 @@ from typing import Any
 from kata_runtime import faults
 from kata_runtime.config import HypervisorConfig
 from kata_runtime.errors import HypervisorError
+from kata_runtime.resources import MIB, VMSize, limits
 from kata_runtime.store import ProcRef
 
 # Measured on TCG (DESIGN.md section 10): these take 0.7-0.8 s off a guest boot.
@@ -32,7 +33,9 @@ SHARED_FS_TAG = "kataShared"
 # PCIe root ports left free for hotplugged NICs (q35 cannot hotplug onto its root bus). A VM
 # template records this layout: a clone must have the very devices of its template.
 HOTPLUG_PORTS = 4
-DEVICE_LAYOUT = 2  # bump when the devices of argv() change
+DEVICE_LAYOUT = 3  # bump when the devices of argv() change
+# how long the guest's ACPI may take to accept a hotplugged vCPU or DIMM (its _OST answer)
+HOTPLUG_ACK_TIMEOUT = 20.0
 
 
 @dataclass
@@ -70,10 +73,13 @@ class RamFile:
 
 
 class QemuVM:
-    """A sandbox's QEMU. ``shared_dir`` is exported to the guest over virtio-9p."""
+    """A sandbox's QEMU. ``shared_dir`` is exported to the guest over virtio-9p. ``size`` is what
+    it boots with (None: the configuration's default vCPUs and memory); it can grow, by hotplug, up
+    to the configuration's ceilings (:func:`kata_runtime.resources.limits`)."""
 
     def __init__(self, name: str, cfg: HypervisorConfig, vm_dir: Path, accel: str, shared_dir: Path,
-                 proc: ProcRef | None = None, ram: RamFile | None = None, sock_dir: Path | None = None) -> None:
+                 proc: ProcRef | None = None, ram: RamFile | None = None, sock_dir: Path | None = None,
+                 size: VMSize | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.paths = VMPaths(vm_dir, sock_dir or vm_dir)
@@ -81,6 +87,15 @@ class QemuVM:
         self.shared_dir = shared_dir
         self.proc = proc
         self.ram = ram
+        self.size = size
+
+    def topology(self) -> tuple[str, str]:
+        """The ``-smp`` and ``-m`` values: the boot size, and room to hotplug up to the ceilings
+        (Kata 1.x's ``maxcpus`` and ``slots``/``maxmem``)."""
+        lim = limits(self.cfg)
+        size = self.size or VMSize(lim.default_vcpus, lim.default_mib)
+        return (f"{size.vcpus},maxcpus={max(lim.max_vcpus, size.vcpus)}",
+                f"{size.memory_mib}M,slots={lim.slots},maxmem={max(lim.max_mib, size.memory_mib)}M")
 
     def kernel_cmdline(self) -> str:
         params = ["console=ttyS0", "quiet", "panic=1", FAST_BOOT_PARAMS]
@@ -96,10 +111,11 @@ class QemuVM:
         cpu = c.cpu_model or ("host" if self.accel == "kvm" else "max")
         accel = "kvm" if self.accel == "kvm" else f"tcg,tb-size={c.tcg_tb_size}"
         p = self.paths
+        smp, memory = self.topology()
         argv = [
             c.path, "-name", f"sandbox-{self.name}",
             "-machine", f"{c.machine_type}", "-accel", accel, "-cpu", cpu,
-            "-smp", str(c.default_vcpus), "-m", f"{c.default_memory}M",
+            "-smp", smp, "-m", memory,
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
             "-no-reboot",
             "-serial", f"file:{p.console}",
@@ -125,7 +141,7 @@ class QemuVM:
             machine = argv.index("-machine") + 1
             argv[machine] += ",memory-backend=ram"
             share = "off" if self.ram.clone else "on"
-            argv += ["-object", f"memory-backend-file,id=ram,size={c.default_memory}M,mem-path={self.ram.path},"
+            argv += ["-object", f"memory-backend-file,id=ram,size={memory.split(',')[0]},mem-path={self.ram.path},"
                                 f"share={share}"]
             if self.ram.clone:
                 argv += ["-S", "-incoming", "defer"]
@@ -292,6 +308,86 @@ class QemuVM:
             self._qmp(("netdev_del", {"id": f"net{index}"}))
         except Exception as e:  # noqa: BLE001
             raise HypervisorError(f"QMP unplug of nic{index} failed: {e}") from None
+
+    def _query(self, command: str, **args: Any) -> Any:
+        """The answer of one QMP command (its ``return``); HypervisorError with QEMU's words."""
+        from qemu.qmp import ExecuteError
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        mon = QEMUMonitorProtocol(str(self.paths.qmp))
+        try:
+            mon.connect(negotiate=True)
+            return mon.cmd(command, **args)
+        except ExecuteError as e:
+            raise HypervisorError(f"QMP {command}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - QMP transport errors: QEMU is gone or not answering
+            raise HypervisorError(f"QMP {command} failed: {type(e).__name__}: {e}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                mon.close()
+
+    def current_size(self) -> VMSize:
+        """What the running VM has: its vCPUs and its memory (boot RAM and DIMMs), from QMP."""
+        cpus = self._query("query-hotpluggable-cpus") or []
+        dimms = self._query("query-memory-devices") or []
+        ram = (self._query("query-memory-size-summary") or {}).get("base-memory", 0)
+        plugged = sum(int((d.get("data") or {}).get("size", 0)) for d in dimms)
+        return VMSize(sum(1 for c in cpus if c.get("qom-path")), (int(ram) + plugged) // MIB)
+
+    def hotplug_vcpus(self, count: int) -> None:
+        """Plug ``count`` vCPUs (the CPU model's device) into free sockets/cores, in order, and wait
+        until the guest's ACPI has taken each (they come up offline: the agent onlines them)."""
+        free = [c for c in self._query("query-hotpluggable-cpus") or [] if not c.get("qom-path")]
+        free.sort(key=lambda c: [v for _k, v in sorted((c.get("props") or {}).items())])
+        if len(free) < count:
+            raise HypervisorError(f"cannot hotplug {count} vCPUs: the VM has room for {len(free)} more "
+                                  "(default_maxvcpus)")
+        added = []
+        for slot in free[:count]:
+            props = dict(slot.get("props") or {})
+            dev = "vcpu-" + "-".join(f"{v}" for _k, v in sorted(props.items()))
+            self._query("device_add", driver=slot["type"], id=dev, **props)
+            added.append(dev)
+        self._wait_acpi(added, "vCPU")
+
+    def hotplug_memory(self, mib: int) -> None:
+        """Plug ``mib`` MiB of RAM as one DIMM (``memory-backend-ram`` + ``pc-dimm``) and wait until
+        the guest's ACPI has taken it (its memory blocks: the agent onlines any left offline). All
+        or nothing: a backend whose DIMM was refused is deleted again."""
+        present = self._query("query-memory-devices") or []
+        index = len(present)
+        names = {str((d.get("data") or {}).get("id", "")) for d in present}
+        while f"dimm{index}" in names:
+            index += 1
+        mem, dimm = f"mem{index}", f"dimm{index}"
+        self._query("object-add", **{"qom-type": "memory-backend-ram", "id": mem, "size": mib * MIB})
+        try:
+            self._query("device_add", driver="pc-dimm", id=dimm, memdev=mem)
+        except HypervisorError:
+            with contextlib.suppress(HypervisorError):
+                self._query("object-del", id=mem)
+            raise
+        self._wait_acpi([dimm], "memory")
+
+    def _wait_acpi(self, devices: list[str], what: str) -> None:
+        """Wait for the guest's _OST answer to the insertion of each of ``devices`` (QMP
+        ``query-acpi-ospm-status``: source 1 is an insertion, status 0 a success)."""
+        deadline = time.monotonic() + HOTPLUG_ACK_TIMEOUT
+        waiting = set(devices)
+        while waiting:
+            for st in self._query("query-acpi-ospm-status") or []:
+                dev = str(st.get("device", ""))
+                if dev in waiting and st.get("source") == 1:
+                    if st.get("status") != 0:
+                        raise HypervisorError(f"the guest refused the hotplugged {what} {dev} (ACPI _OST status "
+                                              f"{st.get('status')})")
+                    waiting.discard(dev)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"the guest did not take the hotplugged {what} {', '.join(sorted(waiting))} "
+                                      f"within {HOTPLUG_ACK_TIMEOUT:g}s")
+            time.sleep(0.02)
 
     def pause(self) -> None:
         try:

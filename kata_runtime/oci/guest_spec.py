@@ -32,7 +32,11 @@ CRI annotations               ``io.kubernetes.cri.container-type: container`` wi
 ``linux.sysctl`` ``net.*``    guest: applied to the VM's network stack, which is the container's
 ``linux.resources``           guest: as is, but for kernel memory (``memory.kernel``,
                               ``kernelTCP``), which cgroup v2 does not have: ignored, as runc 1.1
-                              does on cgroup v2 (docker still sends it)
+                              does on cgroup v2 (docker still sends it), and ``cpu.cpus`` and
+                              ``cpu.mems``, which name the host's CPUs and nodes: host (the
+                              sandbox's cgroup pins the VM to them, :mod:`kata_runtime.cgroups`), as
+                              Kata 1.x does; the guest's containers have all the VM's vCPUs. Also
+                              host: the VM's size (:mod:`kata_runtime.resources`)
 ``linux.cgroupsPath``         guest: the same path (systemd ``slice:prefix:name`` and empty become
                               ``/kata/<id>``)
 labels, AppArmor profile      ignored: the guest has neither (where the host has none, runc 1.1
@@ -234,12 +238,17 @@ def _peer_namespace(cid: str, kind: str, path: str, peers: dict[int, str]) -> st
 
 def guest_resources(resources: dict[str, Any]) -> dict[str, Any]:
     """An OCI ``linux.resources`` object (the spec's, or ``update``'s) as the guest's cgroup v2
-    takes it: without kernel memory limits, which v2 does not have (runc 1.1 ignores them there)."""
+    takes it: without kernel memory limits, which v2 does not have (runc 1.1 ignores them there),
+    and without the cpuset, which names host CPUs (applied on the host, as Kata 1.x does)."""
     out = copy.deepcopy(resources)
     memory = out.get("memory")
     if isinstance(memory, dict):
         for key in ("kernel", "kernelTCP"):
             memory.pop(key, None)
+    cpu = out.get("cpu")
+    if isinstance(cpu, dict):
+        for key in ("cpus", "mems"):
+            cpu.pop(key, None)
     return out
 
 
