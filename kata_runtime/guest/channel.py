@@ -449,6 +449,7 @@ class ChannelServer:
             st.send_msg(shimproto.ERROR, f"malformed CALL: {e}".encode())
             self._close_stream(st, notify=True)
             return
+        log.debug("CALL %s at uptime %.3f", name, time.clock_gettime(time.CLOCK_BOOTTIME))
         fn = self.service.method(name)
         if fn is None:
             st.send_msg(shimproto.FAILED, f"the agent has no method {name}".encode())
