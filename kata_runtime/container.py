@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from kata_runtime import daemons
 from kata_runtime.config import Config, load_config
-from kata_runtime.errors import ContainerNotFound, InvalidArgument, InvalidState, KataError
+from kata_runtime.errors import ContainerNotFound, InvalidArgument, InvalidState, KataError, StateCorrupt
 from kata_runtime.hostpaths import check_console_socket, check_pid_file, write_pid_file
 from kata_runtime.oci.state import ContainerState, Status
 from kata_runtime.phases import phase
@@ -491,8 +491,37 @@ def kill(opts: RuntimeOptions, cid: str, signal: int, *, all_processes: bool = F
 
 
 def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:
-    """Remove the container and, when it is the last of its sandbox, the VM and everything else."""
+    """Remove the container and, when it is the last of its sandbox, the VM and everything else.
+    With ``force``, a sandbox whose record is corrupt goes too (see :func:`_delete_unreadable`)."""
     ctx = _Context(opts)
+    try:
+        _delete(ctx, cid, force)
+    except StateCorrupt as e:
+        if not force:
+            raise
+        log.warning("%s: removing what the sandbox's id names", e)
+        _delete_unreadable(ctx, cid)
+
+
+def _delete_unreadable(ctx: _Context, cid: str) -> None:
+    """``delete --force`` of a sandbox whose record cannot be read: what it recorded is unknown,
+    so what its id names goes: its QEMU (found by its pid file; kata-proxy, kata-shims and
+    kata-netmon end with it), the network namespace we made for it, its shared directory and mounts,
+    its sockets and state."""
+    from kata_runtime.network import netns
+
+    sid = ctx.store.sandbox_of(cid, "delete")
+    with ctx.store.locked(sid, "delete"):
+        rec = SandboxRecord(id=sid)
+        ours = netns.NETNS_DIR / f"kata-{ctx.store.digest(sid)}"  # as Sandbox.setup_network names it
+        if ours.exists():
+            rec.netns, rec.netns_owned = str(ours), True
+        ctx.sandbox(rec).destroy()
+    if cid != sid:
+        ctx.store.release_member(cid)
+
+
+def _delete(ctx: _Context, cid: str, force: bool) -> None:
     with _locked_container(ctx, cid, "delete") as (rec, c):
         status = current_status(rec, c)
         if not status.can_delete() and not force:

@@ -61,3 +61,7 @@ class ProxyError(KataError):
 
 class ShimError(KataError):
     """kata-shim could not be started or could not attach to its process."""
+
+
+class StateCorrupt(KataError):
+    """A state record that cannot be read back (truncated, not JSON, fields of the wrong kind)."""

@@ -22,13 +22,14 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kata_runtime import faults
-from kata_runtime.errors import ContainerExists, ContainerNotFound, KataError
+from kata_runtime.errors import ContainerExists, ContainerNotFound, KataError, StateCorrupt
 from kata_runtime.oci.state import Status
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -226,11 +227,23 @@ class SandboxStore:
             return SandboxRecord.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             raise ContainerNotFound("container does not exist", container=sid, step=step) from None
-        except (ValueError, KeyError, TypeError) as e:
-            raise KataError(f"state file {path} is corrupt: {e}", container=sid, step=step) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise StateCorrupt(f"state file {path} is corrupt: {e}", container=sid, step=step) from None
+
+    def check_root(self, cid: str | None = None, step: str = "") -> None:
+        """KataError when the root exists but is not a directory (runc cannot make it either)."""
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise KataError(f"state root {self.root}: {e.strerror}", container=cid, step=step) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise KataError(f"state root {self.root}: not a directory", container=cid, step=step)
 
     def sandbox_of(self, cid: str, step: str = "") -> str:
         """The sandbox holding container ``cid``: its own, or the one it joined."""
+        self.check_root(cid, step)
         if self.sandbox_dir(cid).is_dir():
             return cid
         try:
@@ -270,6 +283,7 @@ class SandboxStore:
             return []
 
     def sandbox_ids(self) -> list[str]:
+        self.check_root()
         try:
             return sorted(p.name for p in self.sbs.iterdir() if p.is_dir())
         except FileNotFoundError:

@@ -80,7 +80,7 @@ def test_every_acquisition_of_create_fails_cleanly(kata: Kata, cid: str, bundle,
             assert "does not exist" in kata("state", cid).err
         left = settled(lambda: leftovers(kata, cid))
         assert not left, f"create with a fault at {sites[n - 1:n]} (#{n}) left:\n" + "\n".join(left)
-        ensure_template(template_config, tmp_path / "factory")
+        ensure_template(template_config)
     assert survived[-1:] == [""], f"create failed with no fault injected: {r.err}"
     assert set(survived) <= {"", "qemu", "qemu-pidfile", "kata-proxy"}, survived
 
