@@ -2,7 +2,7 @@
 
 Validation uses the runtime-spec JSON schemas (draft-04) shipped in ``kata_runtime/oci-spec/``
 for the structure, checked by our own :mod:`kata_runtime.oci.schema` (``jsonschema`` cost the CLI
-6.5 MB and 0.1 s), then :mod:`kata_runtime.oci.validate` for what runc 1.1 refuses in it. The
+3.3 MB and 0.1 s), then :mod:`kata_runtime.oci.validate` for what runc 1.1 refuses in it. The
 schema is compiled only when a bundle is loaded (``create``/``run``), once per process.
 """
 
