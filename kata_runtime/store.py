@@ -227,7 +227,7 @@ class SandboxStore:
             return SandboxRecord.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             raise ContainerNotFound("container does not exist", container=sid, step=step) from None
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise StateCorrupt(f"state file {path} is corrupt: {e}", container=sid, step=step) from None
 
     def check_root(self, cid: str | None = None, step: str = "") -> None:

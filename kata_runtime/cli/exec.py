@@ -48,6 +48,8 @@ def load_process_file(path: str) -> dict[str, Any]:
         raise InvalidArgument(f"open {path}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{path} is not valid JSON: nested too deeply") from None
     if not isinstance(process, dict):
         raise InvalidArgument(f"{path}: a process must be a JSON object")
     return process

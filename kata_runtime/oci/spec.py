@@ -139,6 +139,8 @@ def load_bundle(bundle: Path, cid: str, *, no_pivot: bool = False) -> Bundle:
     except json.JSONDecodeError as e:
         raise BundleError(f"{config} is not valid JSON: line {e.lineno} column {e.colno}: {e.msg}",
                           container=cid) from None
+    except RecursionError:
+        raise BundleError(f"{config} is not valid JSON: nested too deeply", container=cid) from None
     from kata_runtime.oci.schema import SchemaError
 
     try:

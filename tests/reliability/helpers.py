@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import our_leftovers, sandbox_leftovers
@@ -38,3 +40,14 @@ def one_clear_line(r: Result, cid: str = "") -> str:
     if cid:
         assert cid in lines[0], lines[0]
     return lines[0]
+
+
+def settled(check: Callable[[], list[str]], timeout: float = 10.0) -> list[str]:
+    """``check()`` once it is empty, or what it still says after ``timeout`` (processes that were
+    killed take a moment to be reaped)."""
+    deadline = time.monotonic() + timeout
+    left = check()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = check()
+    return left

@@ -21,7 +21,7 @@ import pytest
 from tests.oci.conftest import make_bundle
 from tests.oci.test_cli_compat import Runc, runc  # noqa: F401 - runc is a fixture
 from tests.oci.test_spec_verdicts import RUNC, host_mounts_under, runc_create
-from tests.reliability.helpers import Kata, Result, leftovers, one_clear_line
+from tests.reliability.helpers import Kata, Result, leftovers, one_clear_line, settled
 
 pytestmark = pytest.mark.skipif(not os.access(RUNC, os.X_OK), reason="runc is the reference")
 
@@ -201,7 +201,6 @@ BUNDLES = {
     "user-uid-string": _process(user={"uid": "0"}),
     "user-uid-negative": _process(user={"uid": -1, "gid": 0}), "rlimit-unknown": _process(
         rlimits=[{"type": "RLIMIT_BOGUS", "hard": 1, "soft": 1}]),
-    "capability-unknown": _process(capabilities={"bounding": ["CAP_BOGUS"]}),
     "terminal-a-string": _process(terminal="yes"), "nnp-a-string": _process(noNewPrivileges="yes"),
 }
 DIFFERENT_BUNDLES = {
@@ -238,3 +237,79 @@ def test_bundles_we_refuse_on_purpose(kata: Kata, cid: str, tmp_path: Path, empt
     b = _bundle_case(tmp_path, empty_bundle, DIFFERENT_BUNDLES[name])
     one_clear_line(kata("create", "--bundle", str(b), cid), cid)
     assert not leftovers(kata, cid)
+
+
+# -- what needs a container: exec's process file, huge args and env, corrupt state records -----------
+
+EXEC_PROCESSES: dict[str, bytes | Any] = {
+    "not-json": b"{nope", "empty-file": b"", "truncated": b'{"args": ["true"], "cwd": "/', "array": [],
+    "null": None, "nested-deep": b"[" * 100000 + b"]" * 100000, "invalid-utf8": b'{"args": ["\xff"], "cwd": "/"}',
+    "args-missing": {"cwd": "/"}, "args-empty": {"args": [], "cwd": "/"},
+    "args-a-string": {"args": "true", "cwd": "/"}, "args-numbers": {"args": [1], "cwd": "/"},
+    "cwd-missing": {"args": ["true"]},
+    "cwd-relative": {"args": ["true"], "cwd": "tmp"}, "cwd-a-number": {"args": ["true"], "cwd": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, template_config: Path) -> Any:
+    """A running container of each runtime (ours from the template), deleted after the module."""
+    where = tmp_path_factory.mktemp("running")
+    ours = Kata(where / "root", where / "kata.log", template_config)
+    theirs = Runc(where / "runc-root", where / "runc.log")
+    ident = "bad-input-" + where.name[-6:].strip("-_")
+    b = make_bundle(where / "bundle", ["sleep", "1000"])
+    for rt in (ours, theirs):
+        rt.ok("run", "--detach", "--bundle", str(b), ident)
+    yield ours, theirs, ident
+    for rt in (ours, theirs):
+        rt("delete", "--force", ident)
+    assert not leftovers(ours, ident)
+
+
+@pytest.mark.parametrize("name", list(EXEC_PROCESSES))
+def test_exec_process_files_as_runc(running: Any, tmp_path: Path, name: str) -> None:
+    ours, theirs, ident = running
+    p = tmp_path / "process.json"
+    body = EXEC_PROCESSES[name]
+    p.write_bytes(body if isinstance(body, bytes) else json.dumps(body).encode())
+    before = sorted(leftovers(ours, ident))
+    t, o = theirs("exec", "--process", str(p), ident, timeout=30), ours("exec", "--process", str(p), ident)
+    assert_same_verdict(t, o, ident)
+    assert sorted(leftovers(ours, ident)) == before
+    assert ours.state(ident)["status"] == "running"
+
+
+def test_huge_args_and_env_run(kata: Kata, cid: str, bundle, template_config: Path) -> None:
+    """1000 arguments and 1000 variables of 100 bytes (runc runs them): the workload sees them all."""
+    kata.config = template_config
+    env = ["PATH=/bin"] + [f"V{i}={'v' * 100}" for i in range(1000)]
+    b = bundle(["sh", "-c", 'echo $# $(env | grep -c ^V)', "sh", *[f"a{i}" for i in range(1000)]], env=env)
+    r = kata("run", "--bundle", str(b), cid)
+    assert r.rc == 0 and r.out.split() == ["1000", "1000"], (r.rc, r.out[-200:], r.err)
+
+
+CORRUPTIONS = {
+    "truncated": lambda raw: raw[:len(raw) // 2], "empty": lambda raw: b"", "garbage": lambda raw: b"\x00\xff" * 50,
+    "array": lambda raw: b"[]", "containers-a-list": lambda raw: json.dumps({"id": "x", "containers": []}).encode(),
+    "status-unknown": lambda raw: raw.replace(b'"status": "created"', b'"status": "exploded"'),
+    "pid-a-string": lambda raw: raw.replace(b'"pid": ', b'"pid": "x", "was": ', 1),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_corrupt_state_record(kata: Kata, cid: str, bundle, template_config: Path, name: str) -> None:
+    """``state`` says the record is corrupt (one line), ``list`` still works, ``delete --force``
+    removes the VM, kata-proxy, shim, netns, shares, sockets and state that the id names."""
+    kata.config = template_config
+    kata.ok("create", "--bundle", str(bundle(["sleep", "1000"])), cid)
+    record = kata.root / "sbs" / cid / "sandbox.json"
+    raw = record.read_bytes()
+    record.write_bytes(CORRUPTIONS[name](raw))
+    assert record.read_bytes() != raw
+    line = one_clear_line(kata("state", cid), cid)
+    assert "corrupt" in line, line
+    assert kata("list").rc == 0
+    kata.ok("delete", "--force", cid)
+    left = settled(lambda: leftovers(kata, cid))
+    assert not left, "\n".join(left)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kata_runtime.faults  # noqa: F401 - imported (and its variable read) before a test sets one
 from kata_runtime.faults import FAULT
 from tests.conftest import our_leftovers
-from tests.reliability.helpers import Kata, ensure_template, leftovers, one_clear_line
+from tests.reliability.helpers import Kata, ensure_template, leftovers, one_clear_line, settled
 
 # no command makes more acquisitions than this: a loop that gets here has lost its way
 MAX_POINTS = 60
@@ -37,17 +36,6 @@ def traced(tmp_path: Path, run: Callable[[], object]) -> list[str]:
     with fault(f"trace:{trace}"):
         run()
     return trace.read_text().split() if trace.exists() else []
-
-
-def settled(check: Callable[[], list[str]], timeout: float = 10.0) -> list[str]:
-    """``check()`` once it is empty, or what it still says after ``timeout`` (processes that were
-    killed take a moment to be reaped)."""
-    deadline = time.monotonic() + timeout
-    left = check()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = check()
-    return left
 
 
 def create_args(b: Path, tmp_path: Path, cid: str) -> list[str]:
