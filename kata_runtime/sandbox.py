@@ -152,7 +152,7 @@ class Sandbox:
         self.save()
         t0 = time.monotonic()
         if not (self._default_size() and (self._vm_from_cache() or self._vm_from_template())):
-            self.shared_dir.mkdir(parents=True, exist_ok=True)
+            self.shared_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             vm = self.vm()
             self._launch(vm)
             self._start_proxy(vm)
@@ -236,7 +236,7 @@ class Sandbox:
         if clonable is None:
             log.warning("sandbox %s: %s: cold boot", self.id, why)
             return False
-        self.shared_dir.mkdir(parents=True, exist_ok=True)
+        self.shared_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         vm = self.vm()
         vm.use_template_ram(clonable.paths.memory)
         try:

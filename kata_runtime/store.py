@@ -178,11 +178,11 @@ class SandboxStore:
         container that joined one)."""
         if (self.members / sid).exists():
             raise ContainerExists("container with id exists", container=sid, step="create")
-        self.sbs.mkdir(parents=True, exist_ok=True, mode=0o711)
-        self.vms.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.sbs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.vms.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             faults.point("state-dir")
-            self.sandbox_dir(sid).mkdir(mode=0o711)
+            self.sandbox_dir(sid).mkdir(mode=0o700)
         except FileExistsError:
             raise ContainerExists("container with id exists", container=sid, step="create") from None
         except OSError as e:

@@ -437,6 +437,7 @@ def build(cfg: Config, accel: str, timeout: float) -> TemplatePaths:
         if agent is not None:
             agent.close()
         with contextlib.suppress(HypervisorError):
+            vm.adopt()  # launched, but its pid was not read: found by its pid file
             vm.stop()
         daemons.kill(proxy)
         shutil.rmtree(tp.root, ignore_errors=True)

@@ -123,6 +123,9 @@ class Proxy:
             except BlockingIOError:
                 return
             conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+            if not _trusted(conn):
+                conn.close()
+                continue
             conn.setblocking(False)
             stream = self.next_stream
             self.next_stream += 1
@@ -225,6 +228,17 @@ class Proxy:
             self._drop(ep, notify=False)
 
 
+def _trusted(conn: _socket.socket) -> bool:
+    """Whether the peer is root or our own user (SO_PEERCRED: struct ucred's uid after the pid).
+    The socket's directory is root's alone; this holds even if it were not."""
+    try:
+        cred = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    except OSError:
+        return False
+    uid = int.from_bytes(cred[4:8], sys.byteorder)
+    return uid in (0, os.getuid())
+
+
 def _connect_channel(path: str, timeout: float) -> _socket.socket:
     deadline = time.monotonic() + timeout
     while True:
@@ -256,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         listener.bind(listen)
+        os.chmod(listen, 0o600)
         listener.listen(128)
     except OSError as e:
         print(f"kata-proxy: sandbox {args['sandbox']}: {e}", file=sys.stderr)
