@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,14 @@ class QemuVM:
     def topology(self) -> tuple[str, str]:
         """The ``-smp`` and ``-m`` values: the boot size, and room to hotplug up to the ceilings
         (Kata 1.x's ``maxcpus`` and ``slots``/``maxmem``)."""
+        size, max_vcpus, max_mib, slots = self._sizes()
+        return (f"{size.vcpus},maxcpus={max_vcpus}", f"{size.memory_mib}M,slots={slots},maxmem={max_mib}M")
+
+    def _sizes(self) -> tuple[VMSize, int, int, int]:
+        """(boot size, most vCPUs, most MiB, memory slots)."""
         lim = limits(self.cfg)
         size = self.size or VMSize(lim.default_vcpus, lim.default_mib)
-        return (f"{size.vcpus},maxcpus={max(lim.max_vcpus, size.vcpus)}",
-                f"{size.memory_mib}M,slots={lim.slots},maxmem={max(lim.max_mib, size.memory_mib)}M")
+        return size, max(lim.max_vcpus, size.vcpus), max(lim.max_mib, size.memory_mib), lim.slots
 
     def kernel_cmdline(self) -> str:
         params = ["console=ttyS0", "quiet", "panic=1", FAST_BOOT_PARAMS]
@@ -110,6 +115,12 @@ class QemuVM:
         c = self.cfg
         cpu = c.cpu_model or ("host" if self.accel == "kvm" else "max")
         accel = "kvm" if self.accel == "kvm" else f"tcg,tb-size={c.tcg_tb_size}"
+        size, max_vcpus, _mib, _slots = self._sizes()
+        if self.accel != "kvm" and max_vcpus > size.vcpus:
+            # QEMU 7.2's multi-threaded TCG aborts on a hotplugged vCPU once the running ones hold
+            # every region of the translation cache (tcg_region_initial_alloc__locked: assertion
+            # failed, seen here a few seconds after boot): one TCG thread for all vCPUs needs none
+            accel += ",thread=single"
         p = self.paths
         smp, memory = self.topology()
         argv = [
@@ -309,73 +320,88 @@ class QemuVM:
         except Exception as e:  # noqa: BLE001
             raise HypervisorError(f"QMP unplug of nic{index} failed: {e}") from None
 
-    def _query(self, command: str, **args: Any) -> Any:
-        """The answer of one QMP command (its ``return``); HypervisorError with QEMU's words."""
+    @contextlib.contextmanager
+    def _monitor(self) -> Iterator[Callable[..., Any]]:
+        """One QMP connection for a sequence of commands: yields ``call(command, **args)``, which
+        returns the command's ``return`` and raises HypervisorError with QEMU's words. (A new
+        connection right after another one closed was seen dropped by a busy QEMU: one is kept.)"""
         from qemu.qmp import ExecuteError
         from qemu.qmp.legacy import QEMUMonitorProtocol
 
         mon = QEMUMonitorProtocol(str(self.paths.qmp))
+
+        def call(command: str, **args: Any) -> Any:
+            try:
+                return mon.cmd(command, **args)
+            except ExecuteError as e:
+                raise HypervisorError(f"QMP {command}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - QMP transport errors: QEMU is gone or not answering
+                raise HypervisorError(f"QMP {command} failed: {type(e).__name__}: {e}") from None
+
         try:
-            mon.connect(negotiate=True)
-            return mon.cmd(command, **args)
-        except ExecuteError as e:
-            raise HypervisorError(f"QMP {command}: {e}") from None
-        except Exception as e:  # noqa: BLE001 - QMP transport errors: QEMU is gone or not answering
-            raise HypervisorError(f"QMP {command} failed: {type(e).__name__}: {e}") from None
+            try:
+                mon.connect(negotiate=True)
+            except Exception as e:  # noqa: BLE001
+                raise HypervisorError(f"cannot connect to QMP at {self.paths.qmp}: {type(e).__name__}: {e}") from None
+            yield call
         finally:
             with contextlib.suppress(Exception):
                 mon.close()
 
     def current_size(self) -> VMSize:
         """What the running VM has: its vCPUs and its memory (boot RAM and DIMMs), from QMP."""
-        cpus = self._query("query-hotpluggable-cpus") or []
-        dimms = self._query("query-memory-devices") or []
-        ram = (self._query("query-memory-size-summary") or {}).get("base-memory", 0)
+        with self._monitor() as call:
+            cpus = call("query-hotpluggable-cpus") or []
+            dimms = call("query-memory-devices") or []
+            ram = (call("query-memory-size-summary") or {}).get("base-memory", 0)
         plugged = sum(int((d.get("data") or {}).get("size", 0)) for d in dimms)
         return VMSize(sum(1 for c in cpus if c.get("qom-path")), (int(ram) + plugged) // MIB)
 
     def hotplug_vcpus(self, count: int) -> None:
         """Plug ``count`` vCPUs (the CPU model's device) into free sockets/cores, in order, and wait
         until the guest's ACPI has taken each (they come up offline: the agent onlines them)."""
-        free = [c for c in self._query("query-hotpluggable-cpus") or [] if not c.get("qom-path")]
-        free.sort(key=lambda c: [v for _k, v in sorted((c.get("props") or {}).items())])
-        if len(free) < count:
-            raise HypervisorError(f"cannot hotplug {count} vCPUs: the VM has room for {len(free)} more "
-                                  "(default_maxvcpus)")
-        added = []
-        for slot in free[:count]:
-            props = dict(slot.get("props") or {})
-            dev = "vcpu-" + "-".join(f"{v}" for _k, v in sorted(props.items()))
-            self._query("device_add", driver=slot["type"], id=dev, **props)
-            added.append(dev)
-        self._wait_acpi(added, "vCPU")
+        with self._monitor() as call:
+            free = [c for c in call("query-hotpluggable-cpus") or [] if not c.get("qom-path")]
+            free.sort(key=lambda c: [v for _k, v in sorted((c.get("props") or {}).items())])
+            if len(free) < count:
+                raise HypervisorError(f"cannot hotplug {count} vCPUs: the VM has room for {len(free)} more "
+                                      "(default_maxvcpus)")
+            added = []
+            for slot in free[:count]:
+                props = dict(slot.get("props") or {})
+                dev = "vcpu-" + "-".join(f"{v}" for _k, v in sorted(props.items()))
+                call("device_add", driver=slot["type"], id=dev, **props)
+                added.append(dev)
+            self._wait_acpi(call, added, "vCPU")
 
     def hotplug_memory(self, mib: int) -> None:
         """Plug ``mib`` MiB of RAM as one DIMM (``memory-backend-ram`` + ``pc-dimm``) and wait until
         the guest's ACPI has taken it (its memory blocks: the agent onlines any left offline). All
         or nothing: a backend whose DIMM was refused is deleted again."""
-        present = self._query("query-memory-devices") or []
-        index = len(present)
-        names = {str((d.get("data") or {}).get("id", "")) for d in present}
-        while f"dimm{index}" in names:
-            index += 1
-        mem, dimm = f"mem{index}", f"dimm{index}"
-        self._query("object-add", **{"qom-type": "memory-backend-ram", "id": mem, "size": mib * MIB})
-        try:
-            self._query("device_add", driver="pc-dimm", id=dimm, memdev=mem)
-        except HypervisorError:
-            with contextlib.suppress(HypervisorError):
-                self._query("object-del", id=mem)
-            raise
-        self._wait_acpi([dimm], "memory")
+        with self._monitor() as call:
+            present = call("query-memory-devices") or []
+            index = len(present)
+            names = {str((d.get("data") or {}).get("id", "")) for d in present}
+            while f"dimm{index}" in names:
+                index += 1
+            mem, dimm = f"mem{index}", f"dimm{index}"
+            call("object-add", **{"qom-type": "memory-backend-ram", "id": mem, "size": mib * MIB})
+            try:
+                call("device_add", driver="pc-dimm", id=dimm, memdev=mem)
+            except HypervisorError:
+                with contextlib.suppress(HypervisorError):
+                    call("object-del", id=mem)
+                raise
+            self._wait_acpi(call, [dimm], "memory")
 
-    def _wait_acpi(self, devices: list[str], what: str) -> None:
+    @staticmethod
+    def _wait_acpi(call: Callable[..., Any], devices: list[str], what: str) -> None:
         """Wait for the guest's _OST answer to the insertion of each of ``devices`` (QMP
         ``query-acpi-ospm-status``: source 1 is an insertion, status 0 a success)."""
         deadline = time.monotonic() + HOTPLUG_ACK_TIMEOUT
         waiting = set(devices)
         while waiting:
-            for st in self._query("query-acpi-ospm-status") or []:
+            for st in call("query-acpi-ospm-status") or []:
                 dev = str(st.get("device", ""))
                 if dev in waiting and st.get("source") == 1:
                     if st.get("status") != 0:

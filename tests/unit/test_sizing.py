@@ -117,6 +117,11 @@ def test_qemu_leaves_room_to_hotplug() -> None:
     default = QemuVM("x", hv, Path("/v"), "tcg", Path("/s")).argv()
     assert default[default.index("-smp") + 1] == "1,maxcpus=2"
     assert default[default.index("-m") + 1] == "512M,slots=10,maxmem=8192M"
+    # TCG: one thread for all vCPUs where one may be hotplugged (QEMU 7.2's MTTCG aborts then)
+    assert default[default.index("-accel") + 1] == "tcg,tb-size=32,thread=single"
+    assert argv[argv.index("-accel") + 1] == "tcg,tb-size=32"
+    kvm = QemuVM("x", hv, Path("/v"), "kvm", Path("/s")).argv()
+    assert kvm[kvm.index("-accel") + 1] == "kvm"
 
 
 # -- the host cgroup's path ------------------------------------------------------------------------
