@@ -19,7 +19,7 @@ demo: setup
 
 test: dev-setup lint
 	KATA=$(DEV)/bin/kata-runtime bats tests/bats
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/oci tests/cri
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/oci tests/cri tests/reliability
 
 unit:
 	$(PY) -m pytest -q tests/unit
