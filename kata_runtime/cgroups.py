@@ -394,12 +394,12 @@ def remove(cg: HostCgroup, errors: list[str], wait: float = 2.0) -> None:
     directories made for the cgroup that are empty. A leaf that other processes still use (a
     cgroup the spec shares with someone else's) stays, with a warning; a directory that cannot be
     removed for another reason is added to ``errors``."""
-    faults.point("cgroup-remove")
     made = set(cg.made)
     deadline = time.monotonic() + wait
     for d in sorted(set(cg.dirs) | made, key=lambda p: (-p.count("/"), p)):
         while True:
             try:
+                faults.point("cgroup-remove")  # as a real failure: in errors, the record kept for the next delete
                 os.rmdir(d)
                 break
             except FileNotFoundError:
