@@ -128,3 +128,26 @@ def test_every_release_of_delete_fails_cleanly(kata: Kata, cid: str, bundle, tmp
         raise AssertionError(f"delete never succeeded in {MAX_POINTS} tries")
     assert n == len(sites) + 1, (n, sites)
     assert not settled(lambda: leftovers(kata, cid))
+
+
+def _switch(value: str | None, code: str) -> str:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != FAULT}
+    if value is not None:
+        env[FAULT] = value
+    p = subprocess.run([sys.executable, "-c", "from kata_runtime import faults\n" + code], env=env,
+                       capture_output=True, text=True, timeout=30)
+    return (p.stdout + p.stderr).strip().splitlines()[-1]
+
+
+def test_the_switch() -> None:
+    """Nothing unless set (or malformed); the Nth point of any site, or of one site; not inherited."""
+    calls = "for s in ('a', 'b', 'a'):\n    faults.point(s)\nprint('none')"
+    assert _switch(None, calls) == "none"
+    assert _switch("bogus", calls) == "none"
+    assert _switch("2", calls) == "OSError: [Errno 5] fault injected at b (KATA_FAULT=2)"
+    assert _switch("a:2", calls).startswith("OSError: [Errno 5] fault injected at a (KATA_FAULT=a:2)")
+    assert _switch("b:2", calls) == "none"
+    assert _switch("3", "import os\nprint(os.environ.get('KATA_FAULT'))") == "None"
