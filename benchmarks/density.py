@@ -33,6 +33,7 @@ from benchmarks.common import (
     mounts_naming,
     signals_held,
     smaps_rollup,
+    top_mappings,
 )
 from benchmarks.latency import start_container, stop_container
 from benchmarks.run import Tracker, parse_runtime_log
@@ -113,12 +114,15 @@ def checkpoint(tr: Tracker, mode: str, ids: list[str], avail0: int, settle: floa
     n = len(ids)
     avail = _available()
     total = sum(roles.values())
+    first_qemu = next((pids[0] for rs in by_role.values() for role, pids in rs.items() if role == "qemu" and pids),
+                      None)
     return {"n": n, "elapsed": round(time.monotonic() - t_begin, 2), "pss_total": total,
             "pss_per_sandbox": total // n if n else None, "pss_by_role": roles,
             "pss_each": {"min": min(per_sandbox, default=0), "max": max(per_sandbox, default=0)},
             "mem_available": avail, "host_used_per_sandbox": (avail0 - avail) // n if n else None,
             "cpu_percent_of_a_core": round(cpu * 100, 1), "load": loadavg(), "template_bytes":
-            _template_bytes(tr) if mode == "kata_tpl" else None, "missing_processes": missing}
+            _template_bytes(tr) if mode == "kata_tpl" else None, "missing_processes": missing,
+            "first_qemu_top": top_mappings(first_qemu) if first_qemu else []}
 
 
 def run(tr: Tracker, mode: str, bundle: Path, checkpoints: tuple[int, ...], settle: float, cpu_window: float,
@@ -232,6 +236,10 @@ def render(runs: dict[str, dict[str, Any]]) -> str:
                          f"{pt['pss_per_sandbox'] / MB:.1f} MB{split} | {pt['mem_available'] / GIB:.1f} GiB "
                          f"({(pt['host_used_per_sandbox'] or 0) / MB:.0f} MB) | {pt['cpu_percent_of_a_core']}% | "
                          f"{pt['load'][0]} |")
+            if pt.get("first_qemu_top") and pt is r["points"][-1]:
+                notes.append(f"{LABELS[mode]}, N={n}: the first sandbox's QEMU PSS by mapping: " + ", ".join(
+                    f"{name if name.startswith('[') else os.path.basename(name)} {v / MB:.1f} MB"
+                    for name, v in pt["first_qemu_top"][:5]))
             if pt.get("template_bytes") and pt is r["points"][-1]:
                 notes.append(f"the template's files ({pt['template_bytes'] / MB:.0f} MB in /dev/shm) are paid once "
                              f"per host: {pt['template_bytes'] / n / MB:.1f} MB per sandbox at N={n}, not in the PSS")

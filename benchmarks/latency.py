@@ -26,7 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
-from benchmarks.common import MB, first_error, fmt_s, make_bundle, median, read, stats
+import psutil
+
+from benchmarks.common import MB, first_error, fmt_s, kata_processes, make_bundle, median, read, stats
 from benchmarks.run import Tracker
 
 GOAL_EXEC_OVER_RUNC = 0.3  # s: kata exec <= runc exec + this
@@ -133,6 +135,26 @@ def _write_all(stdin: IO[bytes], nbytes: int, errors: list[str]) -> None:
         errors.append(f"writing stdin: {e}")
 
 
+def _cpu_procs(mode: str, cid: str) -> dict[str, list[psutil.Process]]:
+    """kata: the sandbox's QEMU, kata-proxy and kata-shims (the exec's among them); runc: none."""
+    return {} if mode == "runc" else kata_processes([cid])[cid]
+
+
+def _cpu(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role's processes."""
+    out: dict[str, float] = {}
+    for role, ps in procs.items():
+        total = 0.0
+        for p in ps:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        out[role] = total
+    return out
+
+
 def stdio(tr: Tracker, mode: str, cid: str, direction: str, mib: int, timeout: float) -> dict[str, Any]:
     """M MiB through an ``exec``'s stdio: ``direction`` "in", "out" or "echo" (both at once).
     {mbs, seconds, bytes, wall, ok, error?}; MB/s counts the bytes that crossed (each way for echo)."""
@@ -155,6 +177,8 @@ def stdio(tr: Tracker, mode: str, cid: str, direction: str, mib: int, timeout: f
     stdout = cast(io.BufferedReader, p.stdout)
     try:
         ready = stdout.readline()
+        procs = _cpu_procs(mode, cid)
+        cpu0 = _cpu(procs)
         t0 = time.monotonic()
         r["to_ready"] = round(t0 - t_spawn, 4)
         if ready.strip() != b"READY":
@@ -190,6 +214,9 @@ def stdio(tr: Tracker, mode: str, cid: str, direction: str, mib: int, timeout: f
         if dog.fired:
             errors.append(f"timeout after {timeout:g} s")
         seconds = t_last - t0
+        cpu1 = _cpu(procs)
+        if seconds > 0:
+            r["cpu_share"] = {role: round((cpu1.get(role, 0.0) - v) / seconds, 3) for role, v in cpu0.items()}
         r.update(bytes=crossed, seconds=round(seconds, 4),
                  mbs=round(crossed / MB / seconds, 2) if seconds > 0 else None)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
@@ -336,7 +363,10 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
                 "exec": stats(e["wall"] for e in res["exec"][m] if e["ok"]),
                 "delete": stats(r["delete"] for r in res["stop"][m] if r.get("ok")),
                 "stdio": {d: stats(x.get("mbs") for x in rows if x["ok"]) for d, rows in res["stdio"][m].items()},
-                "run_writing": stats(w.get("mbs") for w in res["run_writing"].get(m, []) if w["ok"])}
+                "run_writing": stats(w.get("mbs") for w in res["run_writing"].get(m, []) if w["ok"]),
+                "stdio_cpu": {d: {role: median(x["cpu_share"].get(role) for x in rows if x["ok"] and "cpu_share" in x)
+                                  for role in ("qemu", "kata-proxy", "kata-shim")}
+                              for d, rows in res["stdio"][m].items()} if m != "runc" else {}}
     runc_exec = (s.get("runc") or {}).get("exec", {}).get("median")
     for m in res["modes"]:
         e = s[m]["exec"]["median"]
@@ -412,6 +442,15 @@ def render(res: dict[str, Any]) -> str:
             verdicts.append(f"{MODES[m]} {d}: {_verdict_min(v, GOAL_STDIO_MBS)}")
     if verdicts:
         lines += ["", "stdio goal (≥ 50 MB/s each way, medians): " + "; ".join(verdicts) + "."]
+    cpu = []
+    for m in [m for m in modes if s[m].get("stdio_cpu")]:
+        for d, shares in s[m]["stdio_cpu"].items():
+            if any(v is not None for v in shares.values()):
+                cpu.append(f"{MODES[m]} {d}: " + ", ".join(f"{role} {v * 100:.0f}%" for role, v in shares.items()
+                                                             if v is not None))
+    if cpu:
+        lines += ["", "CPU during kata's transfers (medians, % of one core; QEMU's includes the guest, which TCG "
+                  "emulates): " + "; ".join(cpu) + "."]
     if s["failures"]:
         lines += ["", "Failed: " + "; ".join(s["failures"][:10])]
     return "\n".join(lines) + "\n"
