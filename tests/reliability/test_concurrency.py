@@ -105,24 +105,29 @@ def test_racing_calls_on_one_id(kata: Kata, cid: str, bundle, template_config: P
 
 
 def test_state_does_not_wait_behind_a_cold_boot(kata: Kata, cid: str, bundle) -> None:
-    """``state`` during a cold create (the VM boots under the sandbox's lock) answers in < 1 s."""
+    """``state`` during a cold create (the VM boots, ~10 s, under the sandbox's lock) answers at
+    once, "creating", again and again while the boot goes on: it takes no lock."""
+    import statistics
+
     b = bundle(["sleep", "1000"])
     with ThreadPoolExecutor(1) as pool:
         create = pool.submit(kata, "create", "--bundle", str(b), cid, timeout=300)
-        times = []
+        times, creating = [], 0
         while not create.done():
             t = time.monotonic()
             r = kata("state", cid, timeout=30)
             times.append(time.monotonic() - t)
             _ok_or_race(r, "state during create")
             if r.rc == 0:
-                assert json.loads(r.out)["status"] in ("creating", "created"), r.out
+                status = json.loads(r.out)["status"]
+                assert status in ("creating", "created"), r.out
+                creating += status == "creating"
         assert create.result().rc == 0, create.result().err
     try:
-        print(f"state during a cold create: {len(times)} calls, first {times[0]:.2f}s, slowest after it "
-              f"{max(times[1:]):.2f}s")
-        # the first call starts beside create's own Python on 2 busy cores; a call that waited
-        # for the boot would take seconds
-        assert len(times) >= 3 and max(times[1:]) < 1.0 and times[0] < 2.5, times
+        print(f"state during a cold create: {len(times)} calls ({creating} said creating), median "
+              f"{statistics.median(times):.2f}s, slowest {max(times):.2f}s")
+        # each call costs a Python start (0.3 s idle, over 1 s when the 2 cores are busy with
+        # other VMs); one that waited for the boot would take seconds
+        assert creating >= 3 and statistics.median(times) < 1.0 and max(times) < 2.5, times
     finally:
         kata("delete", "--force", cid)
