@@ -13,7 +13,8 @@ runs busybox ``nc`` servers; the host measures, interleaved runtime by runtime, 
 - container -> host: ``exec`` of ``dd | nc`` in the container sends M MiB to a host listener;
 - round trip: the host's ``ping`` to the container (20 echo requests, 0.1 s apart), mean rtt;
 - volume: ``exec`` of ``dd`` writing M MiB (then ``sync``) to a bind-mounted host directory, and
-  reading it back (``dd`` to /dev/null; the host's page cache may hold it, as it would in use).
+  reading it back (``dd`` to /dev/null; the host's page cache may hold it, as it would in use),
+  timed inside the container with /proc/uptime (10 ms steps).
 
 With kata the path is veth -> tc mirred -> tap -> QEMU's virtio-net (no vhost-net here: every frame
 crosses QEMU's userspace) -> the guest's kernel, and TCG emulates the guest's CPU. Everything it
@@ -169,23 +170,25 @@ class Bench:
         return (got - len(first)) / (1 << 20) / wall if wall > 0 else 0.0
 
     def volume(self, rt: str) -> tuple[float, float]:
-        """MiB/s written to and read from the bind-mounted host directory, through ``exec dd``."""
+        """MiB/s written to and read from the bind-mounted host directory by ``dd`` in the container,
+        timed inside it (``/proc/uptime`` before and after, 10 ms steps): the exec's own start and
+        end, which vary by more than a transfer lasts, stay out of the figure."""
         def timed(cmd: str) -> float:
-            t0 = time.monotonic()
-            r = subprocess.run(self.cmd(rt, "exec", self.ids[rt], "sh", "-c", cmd), stdin=subprocess.DEVNULL,
+            script = f"read a _ </proc/uptime; {cmd}; read b _ </proc/uptime; echo $a $b"
+            r = subprocess.run(self.cmd(rt, "exec", self.ids[rt], "sh", "-c", script), stdin=subprocess.DEVNULL,
                                capture_output=True, timeout=300)
-            if r.returncode != 0:
+            words = r.stdout.decode(errors="replace").split()
+            if r.returncode != 0 or len(words) < 2:
                 raise RuntimeError(f"{rt}: {cmd}: {r.stderr.decode(errors='replace').strip()}")
-            return time.monotonic() - t0
+            return max(float(words[-1]) - float(words[-2]), 0.01)
 
-        base = timed("true")  # the exec itself, taken off both figures
-        write = timed(f"dd if=/dev/zero of=/vol/f bs=1048576 count={self.args.mib} 2>/dev/null && sync") - base
+        write = timed(f"dd if=/dev/zero of=/vol/f bs=1048576 count={self.args.mib} 2>/dev/null && sync")
         size = (self.work / f"vol-{rt}" / "f").stat().st_size
         if size != self.args.mib << 20:
             raise RuntimeError(f"{rt}: the host sees {size} bytes of the {self.args.mib} MiB written")
-        read = timed("dd if=/vol/f of=/dev/null bs=1048576 2>/dev/null") - base
+        read = timed("dd if=/vol/f of=/dev/null bs=1048576 2>/dev/null")
         (self.work / f"vol-{rt}" / "f").unlink()
-        return self.args.mib / max(write, 1e-3), self.args.mib / max(read, 1e-3)
+        return self.args.mib / write, self.args.mib / read
 
     def rtt_ms(self, rt: str) -> float | None:
         out = subprocess.run([shutil.which("busybox") or "/bin/busybox", "ping", "-c", "20", "-i", "0.1", "-q",

@@ -187,7 +187,7 @@ def _now() -> str:
 def _ratio_goal(v: float | None, goal: float) -> str:
     if v is None:
         return "-"
-    return "met" if v <= goal else f"{v / goal:.1f}x the goal (short by {v - goal:.2f})"
+    return "met" if v <= goal else f"short by {v - goal:.2f}x"
 
 
 def _le(v: float | None, goal: float, unit: str) -> str:
