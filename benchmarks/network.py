@@ -120,19 +120,25 @@ class Bench:
         if rc != 0:
             raise RuntimeError(f"{' '.join(argv[:4])}...: exit {rc}: {err.read_text(errors='replace').strip()}")
 
-    def _wait_listening(self, rt: str) -> None:
+    def _connect(self, rt: str) -> socket.socket:
+        """A connection to the container's ``nc -l``. Its loop starts a new nc after each
+        connection ends, which takes a moment in a TCG guest: until then the port refuses."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection((self.addr(rt, False), PORT_IN), timeout=2):
-                return
+            with contextlib.suppress(OSError):
+                return socket.create_connection((self.addr(rt, False), PORT_IN), timeout=2)
             time.sleep(0.2)
         raise RuntimeError(f"{rt}: the container's nc does not answer on {self.addr(rt, False)}:{PORT_IN}")
+
+    def _wait_listening(self, rt: str) -> None:
+        self._connect(rt).close()
 
     def host_to_container(self, rt: str) -> float:
         """MiB/s of M MiB sent to the container's nc (until it closes after our EOF)."""
         size = self.args.mib << 20
         chunk = b"\0" * (256 << 10)
-        with socket.create_connection((self.addr(rt, False), PORT_IN), timeout=60) as s:
+        with self._connect(rt) as s:
+            s.settimeout(60)
             t0 = time.monotonic()
             sent = 0
             while sent < size:
