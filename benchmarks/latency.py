@@ -145,19 +145,27 @@ def _cpu_procs(mode: str, cid: str) -> dict[str, list[psutil.Process]]:
     return {} if mode == "runc" else kata_processes([cid])[cid]
 
 
-def _cpu(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each role's processes."""
-    out: dict[str, float] = {}
+def _cpu(procs: dict[str, list[psutil.Process]]) -> dict[tuple[str, int], float]:
+    """CPU seconds (user + system) used so far by each (role, pid); a process that is gone is left out."""
+    out: dict[tuple[str, int], float] = {}
     for role, ps in procs.items():
-        total = 0.0
         for p in ps:
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                out[(role, p.pid)] = t.user + t.system
             except psutil.Error:
                 pass
-        out[role] = total
     return out
+
+
+def _cpu_share(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float],
+               seconds: float) -> dict[str, float]:
+    """Each role's CPU over ``seconds``, as a share of one core, from the processes seen both times
+    (the exec's own shim exits with its process: what it used is not seen)."""
+    roles: dict[str, float] = {}
+    for key, t0 in before.items():
+        roles[key[0]] = roles.get(key[0], 0.0) + max(after.get(key, t0) - t0, 0.0)
+    return {role: round(v / seconds, 3) for role, v in roles.items()}
 
 
 def stdio(tr: Tracker, mode: str, cid: str, direction: str, mib: int, timeout: float) -> dict[str, Any]:
@@ -221,7 +229,7 @@ def stdio(tr: Tracker, mode: str, cid: str, direction: str, mib: int, timeout: f
         seconds = t_last - t0
         cpu1 = _cpu(procs)
         if seconds > 0:
-            r["cpu_share"] = {role: round((cpu1.get(role, 0.0) - v) / seconds, 3) for role, v in cpu0.items()}
+            r["cpu_share"] = _cpu_share(cpu0, cpu1, seconds)
         r.update(bytes=crossed, seconds=round(seconds, 4),
                  mbs=round(crossed / MB / seconds, 2) if seconds > 0 else None)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
@@ -453,7 +461,8 @@ def render(res: dict[str, Any]) -> str:
     for m in [m for m in modes if s[m].get("stdio_cpu")]:
         for d, shares in s[m]["stdio_cpu"].items():
             if any(v is not None for v in shares.values()):
-                cpu.append(f"{MODES[m]} {d}: " + ", ".join(f"{role} {v * 100:.0f}%" for role, v in shares.items()
+                cpu.append(f"{MODES[m]} {d}: " + ", ".join(f"{role} {max(v, 0) * 100:.0f}%"
+                                                             for role, v in shares.items()
                                                              if v is not None))
     if cpu:
         lines += ["", "CPU during kata's transfers (medians, % of one core; QEMU's includes the guest, which TCG "
