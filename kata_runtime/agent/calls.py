@@ -34,8 +34,9 @@ class AgentCalls:
     # -- answers we do not trust ---------------------------------------------------------------
     def _field(self, answer: Message, key: str, kind: type, step: str) -> Any:
         value = answer.get(key, kind())
-        if kind is int and isinstance(value, str) and value.lstrip("-").isdigit():
-            value = int(value)  # 64-bit integers travel as strings in protobuf's JSON mapping
+        if kind is int and isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit() and \
+                len(value) <= 20:  # 64-bit integers travel as strings in protobuf's JSON mapping
+            value = int(value)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
             raise AgentError(f"the guest agent answered a malformed {key!r}", container=self.container, step=step)
         return value
@@ -44,7 +45,7 @@ class AgentCalls:
         text = self._field(answer, key, str, step)
         try:
             value = json.loads(base64.b64decode(text, validate=True) if b64 else text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             value = None
         if not isinstance(value, kind):
             raise AgentError(f"the guest agent answered a malformed {key!r}", container=self.container, step=step)

@@ -75,7 +75,7 @@ class StreamAgentClient(AgentCalls):
         if mtype == shimproto.RESULT:
             try:
                 answer = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
                 answer = None
             if isinstance(answer, dict):
                 return answer

@@ -75,24 +75,34 @@ def exit_msg(status: int) -> bytes:
     return encode(EXIT, struct.pack("!i", status))
 
 
+def _four(payload: bytes) -> bytes:
+    """The 4 bytes of a SIGNAL, RESIZE or EXIT payload; ValueError when it is shorter."""
+    if len(payload) < 4:
+        raise ValueError(f"a payload of {len(payload)} bytes where 4 are due")
+    return payload[:4]
+
+
 def parse_u32(payload: bytes) -> int:
-    return int(struct.unpack("!I", payload[:4])[0])
+    return int(struct.unpack("!I", _four(payload))[0])
 
 
 def parse_i32(payload: bytes) -> int:
-    return int(struct.unpack("!i", payload[:4])[0])
+    return int(struct.unpack("!i", _four(payload))[0])
 
 
 def parse_resize(payload: bytes) -> tuple[int, int]:
-    rows, cols = struct.unpack("!HH", payload[:4])
+    rows, cols = struct.unpack("!HH", _four(payload))
     return int(rows), int(cols)
 
 
 class Decoder:
-    """Incremental message decoder."""
+    """Incremental message decoder. ``limit``: the longest payload the peer may send (0: any); a
+    longer length is refused (ValueError) before its bytes are held, so that a peer that is not
+    trusted cannot make us buffer without bound."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 0) -> None:
         self._buf = bytearray()
+        self.limit = limit
 
     def pending(self) -> int:
         """Bytes of an incomplete message held back."""
@@ -105,6 +115,8 @@ class Decoder:
         pos = 0
         while len(buf) - pos >= HEADER_SIZE:
             mtype, length = HEADER.unpack_from(buf, pos)
+            if self.limit and length > self.limit:
+                raise ValueError(f"a message of {length} bytes (type {mtype})")
             end = pos + HEADER_SIZE + length
             if end > len(buf):
                 break

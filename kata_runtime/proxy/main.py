@@ -24,6 +24,9 @@ import time
 from kata_runtime.protocol import lightargs, mux
 
 READ_SIZE = 256 * 1024
+# An agent keeps at most a window of a stream's data unacknowledged: more held for a client is an
+# agent that ignores flow control, and its stream is dropped rather than held in our memory.
+OVER_WINDOW = 2 * mux.WINDOW_SIZE
 _IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 _OUT = select.EPOLLOUT
 
@@ -195,6 +198,10 @@ class Proxy:
                 if blocked and ep.credit > 0:
                     self._want_write(ep)
             elif ftype == mux.DATA:
+                if len(ep.out) + len(payload) > OVER_WINDOW:
+                    sys.stderr.write(f"kata-proxy: stream {stream}: the agent sent past the window: dropped\n")
+                    self._drop(ep)
+                    continue
                 self._send(ep, payload)
             elif ftype == mux.CLOSE:
                 if ep.out:

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 _NOT_FORWARDED = {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH}
 EXIT_LOST_VM = 255
 STDIN_BACKLOG = 256 * 1024  # stop reading stdin while this much is queued for the VM
+# the longest message the agent may send (its output comes in reads of 64 KiB): a longer length
+# is a broken or hostile agent, refused before its bytes are held in our memory
+MAX_MESSAGE = 1 << 20
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -76,7 +79,7 @@ class Shim:
     def __init__(self, sock: _socket.socket, tty: bool) -> None:
         self.sock = sock
         self.tty = tty
-        self.decoder = shimproto.Decoder()
+        self.decoder = shimproto.Decoder(MAX_MESSAGE)
         self.poll = select.poll()
         self.stdin_open = True
         self.stdin_file = False  # stdin is a regular file: always readable, poll cannot wait on it
@@ -160,7 +163,10 @@ class Shim:
             if self.out_ok[fd]:
                 self.out_ok[fd] = _write_all(fd, payload)
         elif mtype == shimproto.EXIT:
-            self.status = shimproto.parse_i32(payload)
+            status = shimproto.parse_i32(payload)
+            if not 0 <= status <= 255:
+                raise ValueError(f"exit status {status}")
+            self.status = status
         elif mtype == shimproto.ERROR:
             sys.stderr.write(f"kata-shim: {payload.decode(errors='replace')}\n")
 
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock.connect(args["proxy"])
         early = shim.attach(shimproto.hello(args["container"], args["exec"], tty))
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError) as e:  # ValueError: a malformed message from the agent
         msg = f"kata-shim: {what}: cannot attach: {e}"
         if ready_fd >= 0:
             os.write(ready_fd, b"E" + msg.encode())
@@ -272,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     restore = _setup_terminal(0) if tty else None
     try:
         status = shim.serve(early)
+    except ValueError as e:  # the agent is not trusted with our memory or our exit status
+        sys.stderr.write(f"kata-shim: {what}: the agent sent a malformed message: {e}\n")
+        status = EXIT_LOST_VM
     finally:
         if restore is not None:
             restore()
