@@ -506,8 +506,8 @@ def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:
 def _delete_unreadable(ctx: _Context, cid: str) -> None:
     """``delete --force`` of a sandbox whose record cannot be read: what it recorded is unknown,
     so what its id names goes: its QEMU (found by its pid file; kata-proxy, kata-shims and
-    kata-netmon end with it), the network namespace we made for it, its shared directory and mounts,
-    its sockets and state."""
+    kata-netmon end with it), the network namespace we made for it, its host cgroup (from the
+    cgroup's own record, see store.py), its shared directory and mounts, its sockets and state."""
     from kata_runtime.network import netns
 
     sid = ctx.store.sandbox_of(cid, "delete")
@@ -516,9 +516,27 @@ def _delete_unreadable(ctx: _Context, cid: str) -> None:
         ours = netns.NETNS_DIR / f"kata-{ctx.store.digest(sid)}"  # as Sandbox.setup_network names it
         if ours.exists():
             rec.netns, rec.netns_owned = str(ours), True
+        rec.cgroup = _recorded_cgroup(ctx.store.load_cgroup(sid))
         ctx.sandbox(rec).destroy()
     if cid != sid:
         ctx.store.release_member(cid)
+
+
+def _recorded_cgroup(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The cgroup record of a sandbox whose own record is corrupt, if it is whole and names only
+    directories in the host's cgroup hierarchies (what it names is removed)."""
+    from kata_runtime import cgroups
+
+    if data is None:
+        return None
+    try:
+        cg = cgroups.HostCgroup.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    mounts = tuple(h.mount.rstrip("/") + "/" for h in cgroups.hierarchies())
+    if not all(d.startswith(mounts) and "/../" not in d + "/" for d in [*cg.dirs, *cg.made]):
+        return None
+    return cg.to_json()
 
 
 def _delete(ctx: _Context, cid: str, force: bool) -> None:

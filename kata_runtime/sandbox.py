@@ -187,6 +187,7 @@ class Sandbox:
         from kata_runtime import cgroups
 
         self.rec.cgroup = cg.to_json()
+        self.store.save_cgroup(self.id, self.rec.cgroup)
         self.save()
         try:
             cgroups.make(cg, resources)
@@ -194,6 +195,7 @@ class Sandbox:
             raise KataError(f"cannot make the host cgroup {cg.path}: {e.strerror or e}", container=self.id,
                             step="create") from None
         self.rec.cgroup = cg.to_json()
+        self.store.save_cgroup(self.id, self.rec.cgroup)
         self.save()
 
     def join_cgroup(self, *refs: ProcRef | None) -> None:

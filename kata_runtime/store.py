@@ -2,6 +2,9 @@
 
 - ``<root>/sbs/<sandbox>/sandbox.json``: the sandbox record (VM, proxy, containers), written
   atomically (temp file, fsync, rename);
+- ``<root>/sbs/<sandbox>/cgroup.json``: the sandbox's host cgroup once more, on its own (written
+  before the cgroup is made): a ``delete --force`` of a sandbox whose record is corrupt still
+  finds the cgroup, which its id alone does not name (``linux.cgroupsPath`` does);
 - ``<root>/vm/<sandbox>/``: QEMU's pid file and console log, kata-proxy's log;
 - ``<root>/ctr/<container>``: for a container that joined another's sandbox (a pod's), the id of
   that sandbox (its own record is in the sandbox's);
@@ -220,6 +223,23 @@ class SandboxStore:
             write_json_atomically(path, rec.to_json())
         except OSError as e:
             raise KataError(f"cannot write state file {path}: {e.strerror or e}") from None  # the path names it
+
+    def save_cgroup(self, sid: str, cgroup: dict[str, Any]) -> None:
+        """Record the sandbox's host cgroup (``cgroups.HostCgroup`` as JSON) beside its record."""
+        path = self.sandbox_dir(sid) / "cgroup.json"
+        try:
+            write_json_atomically(path, cgroup)
+        except OSError as e:
+            raise KataError(f"cannot write state file {path}: {e.strerror or e}") from None
+
+    def load_cgroup(self, sid: str) -> dict[str, Any] | None:
+        """The host cgroup recorded by :meth:`save_cgroup`; None when there is none or it cannot
+        be read (the cgroup is then not known: nothing is removed by guess)."""
+        try:
+            data = json.loads((self.sandbox_dir(sid) / "cgroup.json").read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def load(self, sid: str, step: str = "") -> SandboxRecord:
         path = self.sandbox_dir(sid) / "sandbox.json"

@@ -20,10 +20,19 @@ def ensure_template(cfg: Path) -> None:
         subprocess.run(["cp", "-a", str(where.with_name("saved")), str(where)], check=True)
 
 
-def leftovers(kata: Kata, cid: str) -> list[str]:
+def host_cgroups(path: str) -> list[str]:
+    """The directories of cgroup ``path`` (absolute within each hierarchy) that exist on the host."""
+    from kata_runtime import cgroups
+
+    return [f"cgroup: {d}" for h in cgroups.hierarchies()
+            if (d := Path(h.mount) / path.lstrip("/")).exists()]
+
+
+def leftovers(kata: Kata, cid: str, cgroup: str = "") -> list[str]:
     """Everything of ``cid`` on the host and in ``kata``'s root: processes, mounts, state, sockets,
-    netns, shared directory, a pod membership."""
-    left = our_leftovers(cid) + sandbox_leftovers(kata.root, cid)
+    netns, shared directory, a pod membership, its host cgroup (``cgroup``, or where a spec without
+    ``linux.cgroupsPath`` puts it)."""
+    left = our_leftovers(cid) + sandbox_leftovers(kata.root, cid) + host_cgroups(cgroup or f"/vc/{cid}")
     member = kata.root / "ctr" / cid
     if member.exists():
         left.append(f"file: {member}")

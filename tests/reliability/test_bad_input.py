@@ -21,7 +21,7 @@ import pytest
 from tests.oci.conftest import make_bundle
 from tests.oci.test_cli_compat import Runc, runc  # noqa: F401 - runc is a fixture
 from tests.oci.test_spec_verdicts import RUNC, host_mounts_under, runc_create
-from tests.reliability.helpers import Kata, Result, leftovers, one_clear_line, settled
+from tests.reliability.helpers import Kata, Result, host_cgroups, leftovers, one_clear_line, settled
 
 pytestmark = pytest.mark.skipif(not os.access(RUNC, os.X_OK), reason="runc is the reference")
 
@@ -300,9 +300,15 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_corrupt_state_record(kata: Kata, cid: str, bundle, template_config: Path, name: str) -> None:
     """``state`` says the record is corrupt (one line), ``list`` still works, ``delete --force``
-    removes the VM, kata-proxy, shim, netns, shares, sockets and state that the id names."""
+    removes the VM, kata-proxy, shim, netns, shares, sockets and state that the id names, and the
+    host cgroup that its spec named (which the id alone does not)."""
     kata.config = template_config
-    kata.ok("create", "--bundle", str(bundle(["sleep", "1000"])), cid)
+    b = bundle(["sleep", "1000"])
+    spec = json.loads((b / "config.json").read_text())
+    cgroup = spec["linux"]["cgroupsPath"] = f"/kata-rel-{cid}/box"
+    (b / "config.json").write_text(json.dumps(spec))
+    kata.ok("create", "--bundle", str(b), cid)
+    assert host_cgroups(cgroup), "the sandbox has no host cgroup to lose"
     record = kata.root / "sbs" / cid / "sandbox.json"
     raw = record.read_bytes()
     record.write_bytes(CORRUPTIONS[name](raw))
@@ -311,5 +317,21 @@ def test_corrupt_state_record(kata: Kata, cid: str, bundle, template_config: Pat
     assert "corrupt" in line, line
     assert kata("list").rc == 0
     kata.ok("delete", "--force", cid)
-    left = settled(lambda: leftovers(kata, cid))
+    left = settled(lambda: leftovers(kata, cid, cgroup) + host_cgroups(f"/kata-rel-{cid}"))
     assert not left, "\n".join(left)
+
+
+def test_a_corrupt_cgroup_record_removes_nothing_outside_the_cgroup_hierarchies(kata: Kata, cid: str,
+                                                                               tmp_path: Path) -> None:
+    """``delete --force`` of a corrupt record removes the host cgroup its own record names, and only
+    directories of the host's cgroup hierarchies: an empty directory elsewhere stays."""
+    outside = tmp_path / "not-a-cgroup"
+    outside.mkdir()
+    state = kata.root / "sbs" / cid
+    state.mkdir(parents=True)
+    (state / "sandbox.json").write_text("{nope")
+    (state / "cgroup.json").write_text(json.dumps({"path": "/x", "version": 1, "dirs": [str(outside)],
+                                                   "made": [str(outside)]}))
+    kata.ok("delete", "--force", cid)
+    assert outside.is_dir()
+    assert not settled(lambda: leftovers(kata, cid))
