@@ -76,6 +76,66 @@ def signals_held() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def needs_root(script: str, why: str, binaries: Iterable[str] = ()) -> int | None:
+    """Exit status 2 with one line on stderr when not root or a needed program is missing; else None."""
+    if os.geteuid() != 0:
+        print(f"benchmarks/{script}: needs root ({why})", file=sys.stderr)
+        return 2
+    missing = [b for b in binaries if not shutil.which(b) and not os.path.exists(b)]
+    if missing:
+        print(f"benchmarks/{script}: missing: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    return None
+
+
+def guarded(measure: Callable[[], object], res: dict[str, Any], say: Callable[[str], None],
+            cleanup: Callable[[], None]) -> int:
+    """Run ``measure``, then ``cleanup`` whatever happened; 0, 130 when interrupted (Ctrl-C, SIGTERM,
+    SIGHUP) or 1 when it failed, with ``res["error"]`` saying why. Never raises what ``measure`` did:
+    the partial results are still written and the figures never decide the status."""
+    try:
+        measure()
+        return 0
+    except (KeyboardInterrupt, Interrupted) as e:
+        res["interrupted"] = True
+        res["error"] = f"interrupted ({str(e) or 'Ctrl-C'})"
+        say(f"{res['error']}: cleaning up")
+        return 130
+    except Exception as e:  # noqa: BLE001 - report, clean up, exit non-zero
+        res["error"] = f"{type(e).__name__}: {one_line(e)}"
+        say(f"error: {res['error']}")
+        return 1
+    finally:
+        cleanup()
+
+
+def report_cleanup(res: dict[str, Any], done: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Keep a harness's clean-up result (``forced``, ``still_left``) in ``res`` and say what it had to do."""
+    say("clean-up done")
+    res["cleanup"] = done
+    for what in ("forced", "still_left"):
+        if done.get(what):
+            say(f"clean-up {what.replace('_', ' ')}: {done[what]}")
+
+
+def write_results(res: dict[str, Any], markdown: str, md_path: Path | None, json_path: Path | None) -> None:
+    """The tables to stdout (and ``md_path``), every raw number to ``json_path``."""
+    print(markdown)
+    if md_path:
+        md_path.write_text(markdown)
+    if json_path:
+        json_path.write_text(json.dumps(res, indent=1, default=str))
+
+
+def render_saved(path: Path, md_path: Path | None, summarize: Callable[[dict[str, Any]], Any],
+                 render_markdown: Callable[[dict[str, Any]], str]) -> int:
+    """``--render``: the tables of an earlier run's JSON, measuring nothing."""
+    old: dict[str, Any] = json.loads(path.read_text())
+    old["summary"] = summarize(old)
+    write_results(old, render_markdown(old), md_path, None)
+    return 0
+
+
 def progress(prefix: str) -> Callable[[str], None]:
     """A ``say(msg)`` that prints ``[prefix HH:MM:SS] msg`` to stderr."""
     def say(msg: str) -> None:

@@ -45,7 +45,6 @@ if __package__ in (None, ""):  # run as a script: the repository on sys.path for
 from benchmarks.common import (  # noqa: E402
     INSTALLED_CONFIG,
     SHARED_ROOT,
-    Interrupted,
     cmdline,
     default_runc,
     default_runtime,
@@ -53,6 +52,7 @@ from benchmarks.common import (  # noqa: E402
     environ_has,
     first_error,
     fmt_s,
+    guarded,
     host_facts,
     loadavg,
     make_bundle,
@@ -60,15 +60,19 @@ from benchmarks.common import (  # noqa: E402
     minimum,
     mounts_naming,
     mounts_under,
+    needs_root,
     parse_calls,
     progress,
     quiet,
     read,
     remove_cgroup_parent,
+    render_saved,
+    report_cleanup,
     signals_held,
     union_within,
     unwind_on_signals,
     with_factory_keys,
+    write_results,
     write_trace_wrapper,
 )
 
@@ -875,21 +879,12 @@ def versions(res: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        old: dict[str, Any] = json.loads(args.render.read_text())
-        old["summary"] = summarize(old)
-        md = render_markdown(old)
-        print(md)
-        if args.markdown:
-            args.markdown.write_text(md)
-        return 0
-    if os.geteuid() != 0:
-        print("benchmarks/engines.py: needs root (dockerd, containerd, QEMU's mounts, runc)", file=sys.stderr)
-        return 2
-    missing = [b for b in (DOCKER, "dockerd", "containerd", "containerd-shim-runc-v2", "ctr", args.runc,
-                           args.runtime, "/bin/busybox") if not shutil.which(b)]
-    if missing:
-        print(f"benchmarks/engines.py: missing: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        return render_saved(args.render, args.markdown, summarize, render_markdown)
+    refused = needs_root("engines.py", "dockerd, containerd, QEMU's mounts, runc",
+                         (DOCKER, "dockerd", "containerd", "containerd-shim-runc-v2", "ctr", args.runc, args.runtime,
+                          "/bin/busybox"))
+    if refused is not None:
+        return refused
     unwind_on_signals()
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kata-bench-engines."))
@@ -901,39 +896,21 @@ def main(argv: list[str] | None = None) -> int:
         "work": str(work), "load_start": loadavg(), "host": host_facts(args.runtime),
         "warmup_n": args.warmup, "runs": {}, "execs": {}, "warmup": {}, "exec_warmup": {}}
     versions(res)
-    status = 0
-    try:
-        measure(args, h, res)
-    except (KeyboardInterrupt, Interrupted) as e:
-        say(f"interrupted ({str(e) or 'Ctrl-C'}): cleaning up")
-        res["interrupted"] = True
-        res["error"] = f"interrupted ({str(e) or 'Ctrl-C'})"
-        status = 130
-    except Exception as e:  # noqa: BLE001 - report, clean up, exit non-zero
-        say(f"error: {type(e).__name__}: {e}")
-        res["error"] = f"{type(e).__name__}: {e}"
-        status = 1
-    finally:
+
+    def cleanup() -> None:
         try:
             res["runtime_calls"] = parse_calls(h.calls_log)
             attach_calls(res, res["runtime_calls"])
         except Exception as e:  # noqa: BLE001 - the trace is an extra
             res["runtime_calls_error"] = str(e)
-        say("clean-up")
-        res["cleanup"] = h.cleanup()
-        for what in ("forced", "still_left"):
-            if res["cleanup"].get(what):
-                say(f"clean-up {what.replace('_', ' ')}: {res['cleanup'][what]}")
+        report_cleanup(res, h.cleanup(), say)
+
+    status = guarded(lambda: measure(args, h, res), res, say, cleanup)
     res["load_end"] = loadavg()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     res["seconds"] = round(time.monotonic() - t_start, 1)
     res["summary"] = summarize(res)
-    md = render_markdown(res)
-    print(md)
-    if args.markdown:
-        args.markdown.write_text(md)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
+    write_results(res, render_markdown(res), args.markdown, args.json)
     say(f"done in {res['seconds']:.0f} s")
     if status == 0 and (failures(res) or res["cleanup"].get("forced") or res["cleanup"].get("still_left")):
         status = 1

@@ -40,11 +40,11 @@ from benchmarks.common import (  # noqa: E402
     INSTALLED_CONFIG,
     MB,
     SHARED_ROOT,
-    Interrupted,
     cmdline,
     default_runc,
     default_runtime,
     fmt_s,
+    guarded,
     has_pair,
     host_facts,
     loadavg,
@@ -52,16 +52,20 @@ from benchmarks.common import (  # noqa: E402
     minimum,
     mounts_under,
     mounts_where,
+    needs_root,
     one_line,
     parse_calls,
     progress,
     quiet,
     remove_cgroup_parent,
+    render_saved,
+    report_cleanup,
     signals_held,
     smaps_rollup,
     union_within,
     unwind_on_signals,
     with_factory_keys,
+    write_results,
     write_trace_wrapper,
 )
 from tests.cri.cri import CRI, CRIError  # noqa: E402 - after sys.path
@@ -828,21 +832,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        old: dict[str, Any] = json.loads(args.render.read_text())
-        old["summary"] = summarize(old)
-        md = render_markdown(old)
-        print(md)
-        if args.markdown:
-            args.markdown.write_text(md)
-        return 0
-    if os.geteuid() != 0:
-        print("benchmarks/pods.py: needs root (containerd, CNI, QEMU's mounts, runc)", file=sys.stderr)
-        return 2
-    missing = [b for b in (CONTAINERD, CTR, "containerd-shim", "containerd-shim-runc-v2", RUNC, args.runtime,
-                           f"{CNI_BIN}/bridge", "/bin/busybox") if not shutil.which(b) and not os.path.exists(b)]
-    if missing:
-        print(f"benchmarks/pods.py: missing: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        return render_saved(args.render, args.markdown, summarize, render_markdown)
+    refused = needs_root("pods.py", "containerd, CNI, QEMU's mounts, runc",
+                         (CONTAINERD, CTR, "containerd-shim", "containerd-shim-runc-v2", RUNC, args.runtime,
+                          f"{CNI_BIN}/bridge", "/bin/busybox"))
+    if refused is not None:
+        return refused
     unwind_on_signals()
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kata-bench-pods.", dir="/tmp"))
@@ -859,34 +854,18 @@ def main(argv: list[str] | None = None) -> int:
         res["containerd_version"] = words[2] if len(words) > 2 else "?"
     except (OSError, subprocess.TimeoutExpired):
         pass
-    status = 0
-    try:
-        measure(args, h, res)
-    except (KeyboardInterrupt, Interrupted) as e:
-        say(f"interrupted ({str(e) or 'Ctrl-C'}): cleaning up")
-        res["error"] = f"interrupted ({str(e) or 'Ctrl-C'})"
-        status = 130
-    except Exception as e:  # noqa: BLE001 - report, clean up, exit non-zero
-        say(f"error: {type(e).__name__}: {e}")
-        res["error"] = f"{type(e).__name__}: {one_line(e)}"
-        res["containerd_errors"] = h.log_errors()
-        status = 1
-    finally:
-        say("clean-up")
-        res["cleanup"] = h.cleanup()
-        for what in ("forced", "still_left"):
-            if res["cleanup"].get(what):
-                say(f"clean-up {what.replace('_', ' ')}: {res['cleanup'][what]}")
+
+    def cleanup() -> None:
+        if res.get("error") and not res.get("interrupted"):
+            res["containerd_errors"] = h.log_errors()
+        report_cleanup(res, h.cleanup(), say)
+
+    status = guarded(lambda: measure(args, h, res), res, say, cleanup)
     res["load_end"] = loadavg()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     res["seconds"] = round(time.monotonic() - t_start, 1)
     res["summary"] = summarize(res)
-    md = render_markdown(res)
-    print(md)
-    if args.markdown:
-        args.markdown.write_text(md)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
+    write_results(res, render_markdown(res), args.markdown, args.json)
     say(f"done in {res['seconds']:.0f} s")
     if status == 0 and (failures(res) or res["cleanup"]["forced"] or res["cleanup"]["still_left"]):
         status = 1

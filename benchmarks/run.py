@@ -47,7 +47,6 @@ from benchmarks.common import (  # noqa: E402
     MB,
     REPO,
     SHARED_ROOT,
-    Interrupted,
     cmdline,
     default_runc,
     default_runtime,
@@ -56,6 +55,7 @@ from benchmarks.common import (  # noqa: E402
     find_ours,
     fmt_mb,
     fmt_s,
+    guarded,
     guest_ram_resident,
     host_facts,
     kata_processes,
@@ -67,11 +67,14 @@ from benchmarks.common import (  # noqa: E402
     meminfo,
     minimum,
     mounts_naming,
+    needs_root,
     progress,
     quiet,
+    render_saved,
     signals_held,
     tail,
     unwind_on_signals,
+    write_results,
 )
 
 say = progress("bench")
@@ -155,6 +158,15 @@ class Tracker:
         """Kill and delete everything; returns what had to be removed by force (should be empty)."""
         with signals_held():  # a second Ctrl-C must not stop the clean-up
             return self._cleanup()
+
+    def cleanup_into(self, res: dict[str, Any], say: Callable[[str], None]) -> None:
+        """``cleanup``, with what it had to force and what is still left written into ``res``."""
+        say("clean-up")
+        res["left_behind"] = self.cleanup()
+        remaining = self.leftovers()
+        if remaining:
+            res["still_left"] = remaining
+            say(f"STILL LEFT after clean-up: {remaining}")
 
     def _cleanup(self) -> list[str]:
         """Kill and delete everything, signals held by ``cleanup``."""
@@ -956,16 +968,10 @@ def measure(args: argparse.Namespace, tr: Tracker, res: dict[str, Any],
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        old: dict[str, Any] = json.loads(args.render.read_text())
-        old["summary"] = summarize(old)
-        md = render_markdown(old)
-        print(md)
-        if args.markdown:
-            args.markdown.write_text(md)
-        return 0
-    if os.geteuid() != 0:
-        print("benchmarks/run.py: needs root (QEMU's shared mounts, runc)", file=sys.stderr)
-        return 2
+        return render_saved(args.render, args.markdown, summarize, render_markdown)
+    refused = needs_root("run.py", "QEMU's shared mounts, runc")
+    if refused is not None:
+        return refused
     # Ctrl-C raises KeyboardInterrupt even where the shell started us with SIGINT ignored (a
     # background job); SIGTERM and SIGHUP unwind the same way: the clean-up runs in every case.
     unwind_on_signals()
@@ -977,33 +983,12 @@ def main(argv: list[str] | None = None) -> int:
         "short": args.short, "load_start": loadavg(), "host": host_facts(args.runtime),
         "bare": [], "kata": [], "kata_tpl": [], "kata_cache": [], "runc": [],
         "memory_unit": "bytes (tables: MB = 10^6 bytes)"}
-    status = 0
     say(f"work dir {work}; load {res['load_start']}; {args.repeat} repetition(s)")
-    try:
-        measure(args, tr, res)
-    except (KeyboardInterrupt, Interrupted) as e:
-        say(f"interrupted ({str(e) or 'Ctrl-C'}): cleaning up")
-        res["interrupted"] = True
-        status = 130
-    except Exception as e:  # noqa: BLE001 - report, clean up, exit non-zero
-        say(f"error: {type(e).__name__}: {e}")
-        res["error"] = f"{type(e).__name__}: {e}"
-        status = 1
-    finally:
-        res["left_behind"] = tr.cleanup()
-        remaining = tr.leftovers()
-        if remaining:
-            res["still_left"] = remaining
-            say(f"STILL LEFT after clean-up: {remaining}")
+    status = guarded(lambda: measure(args, tr, res), res, say, lambda: tr.cleanup_into(res, say))
     res["load_end"] = loadavg()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     res["summary"] = summarize(res)
-    md = render_markdown(res)
-    print(md)
-    if args.markdown:
-        args.markdown.write_text(md)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
+    write_results(res, render_markdown(res), args.markdown, args.json)
     if status == 0:
         s = res["summary"]["n"]
         mem_ok = args.no_memory or (res.get("memory") or {}).get("ok", False)

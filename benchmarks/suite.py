@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -47,9 +46,11 @@ from benchmarks.common import (  # noqa: E402
     default_runtime,
     fmt_mb,
     fmt_s,
+    guarded,
     host_facts,
     loadavg,
     make_bundle,
+    needs_root,
     progress,
     unwind_on_signals,
 )
@@ -389,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         old: dict[str, Any] = json.loads(args.render.read_text())
         finish(old, argparse.Namespace(**{**vars(args), "json": None}))
         return 0
-    if os.geteuid() != 0:
-        print("benchmarks/suite.py: needs root (QEMU's shared mounts, runc, the engines)", file=sys.stderr)
-        return 2
+    refused = needs_root("suite.py", "QEMU's shared mounts, runc, the engines")
+    if refused is not None:
+        return refused
     unwind_on_signals()
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kata-bench-suite."))
@@ -401,24 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                            "load_start": loadavg(), "host": host_facts(args.runtime), "loads": {},
                            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     say(f"work dir {work}; load {res['load_start']}; sections {', '.join(args.sections)}")
-    status = 0
-    try:
-        measure(args, tr, res)
-    except (KeyboardInterrupt, Interrupted) as e:
-        say(f"interrupted ({str(e) or 'Ctrl-C'}): cleaning up")
-        res["error"] = f"interrupted ({str(e) or 'Ctrl-C'})"
-        status = 130
-    except Exception as e:  # noqa: BLE001 - report, clean up, exit non-zero
-        say(f"error: {type(e).__name__}: {e}")
-        res["error"] = f"{type(e).__name__}: {e}"
-        status = 1
-    finally:
-        say("clean-up")
-        res["left_behind"] = tr.cleanup()
-        remaining = tr.leftovers()
-        if remaining:
-            res["still_left"] = remaining
-            say(f"STILL LEFT after clean-up: {remaining}")
+    status = guarded(lambda: measure(args, tr, res), res, say, lambda: tr.cleanup_into(res, say))
     if status == 0:
         others = Path(tempfile.mkdtemp(prefix="kata-bench-suite-others."))
         try:
