@@ -35,4 +35,4 @@ lint:
 	$(DEV)/bin/mypy kata_runtime
 
 bench: dev-setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/suite.py --json benchmarks/results/suite.json --plots benchmarks/results
