@@ -181,9 +181,9 @@ class SandboxStore:
         container that joined one)."""
         if (self.members / sid).exists():
             raise ContainerExists("container with id exists", container=sid, step="create")
-        self.sbs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.vms.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
+            self.sbs.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.vms.mkdir(parents=True, exist_ok=True, mode=0o700)
             faults.point("state-dir")
             self.sandbox_dir(sid).mkdir(mode=0o700)
         except FileExistsError:
@@ -280,8 +280,8 @@ class SandboxStore:
         """Take id ``cid`` for a container joining sandbox ``sid``; ContainerExists if taken."""
         if self.sandbox_dir(cid).exists():
             raise ContainerExists("container with id exists", container=cid, step="create")
-        self.members.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
+            self.members.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.members / cid, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             raise ContainerExists("container with id exists", container=cid, step="create") from None
@@ -290,6 +290,10 @@ class SandboxStore:
         try:
             os.write(fd, sid.encode())
             os.fsync(fd)
+        except OSError as e:  # a full disk: the id is not taken after all
+            self.release_member(cid)
+            raise KataError(f"cannot write state file {self.members / cid}: {e.strerror or e}", container=cid,
+                            step="create") from None
         finally:
             os.close(fd)
 
