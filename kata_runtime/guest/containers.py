@@ -6,6 +6,7 @@ far ends the process holds; the channel loop reads and writes them while a kata-
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import json
@@ -287,7 +288,8 @@ class Containers:
 
     def start(self, cid: str) -> None:
         c = self.get(cid)
-        self._runc("start", cid, what=_tool())
+        if not _release_crun_init(cid):
+            self._runc("start", cid, what=_tool())
         c.status = "running"
 
     def exec(self, cid: str, exec_id: str, process: dict[str, Any]) -> None:
@@ -432,6 +434,36 @@ def cgroup_stats(cg: str) -> dict[str, Any]:
         "pids": {"current": _read_int(f"{cg}/pids.current"), "limit": _read_int(f"{cg}/pids.max")},
         "blkio": {}, "hugetlb": {}, "intel_rdt": {}, "network_interfaces": None,
     }
+
+
+def _release_crun_init(cid: str) -> bool:
+    """Start a container made by crun the way ``crun start`` does, without running crun: open the
+    fifo its init waits on (crun's state directory, ``exec.fifo``), remove it (which is what makes
+    crun's ``state`` say running) and write one byte. ``crun start`` does nothing more for a spec
+    without poststart hooks or a notify socket, and the guest's spec has neither (the host runs the
+    hooks); crun's own start, its loading and JSON parsing emulated by TCG, cost about 0.4 s here.
+    False when there is no such fifo (runc in the guest, or no longer "created"): then the tool's
+    own ``start`` runs and says what is wrong."""
+    if _tool() != "crun":
+        return False
+    fifo = f"{RUNC_ROOT}/{cid}/exec.fifo"
+    try:
+        # non-blocking: with no reader (an init that has died) open fails instead of waiting forever
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise AgentFailure(f"crun: container `{cid}` is not running") from None
+        raise AgentFailure(f"crun: cannot open `{fifo}`: {e.strerror}") from None
+    try:
+        os.unlink(fifo)
+        os.write(fd, b"\0")
+    except OSError as e:
+        raise AgentFailure(f"crun: start {cid}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    return True
 
 
 def _tool() -> str:
