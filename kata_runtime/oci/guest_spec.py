@@ -31,8 +31,9 @@ CRI annotations               ``io.kubernetes.cri.container-type: container`` wi
                               names): the container joins that sandbox's VM
 ``linux.sysctl`` ``net.*``    guest: applied to the VM's network stack, which is the container's
 ``linux.resources``           guest: as is, but for kernel memory (``memory.kernel``,
-                              ``kernelTCP``), which cgroup v2 does not have: ignored, as runc 1.1
-                              does on cgroup v2 (docker still sends it), and ``cpu.cpus`` and
+                              ``kernelTCP``) and ``memory.disableOOMKiller``, which cgroup v2
+                              does not have: ignored, as runc 1.1 does on cgroup v2 (docker
+                              still sends kernel memory), and ``cpu.cpus`` and
                               ``cpu.mems``, which name the host's CPUs and nodes: host (the
                               sandbox's cgroup pins the VM to them, :mod:`kata_runtime.cgroups`), as
                               Kata 1.x does; the guest's containers have all the VM's vCPUs. Also
@@ -58,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kata_runtime import OCI_VERSION
 from kata_runtime.errors import BundleError
 from kata_runtime.oci.validate import SECCOMP_NOTIFY, check_bind_source, check_namespace_path, runc_lenience
 
@@ -178,6 +180,9 @@ def translate(cid: str, spec: dict[str, Any], bundle: Path, rootfs: Path,
     for note in runc_lenience(g):  # what runc 1.1 accepts and ignores, the guest's crun would refuse
         log.warning("create %s: %s", cid, note)
     _refuse_seccomp_notify(cid, g)
+    # the guest's crun 1.8 refuses any ociVersion without "1.0" in it ("unknown version specified"); the
+    # spec was validated on the host, and what reaches the guest is in the 1.0 schema it knows
+    g["ociVersion"] = OCI_VERSION
     g.setdefault("root", {})["path"] = guest_rootfs(cid)
     out.hooks = {k: list(v) for k, v in (g.pop("hooks", None) or {}).items() if v}
 
@@ -239,11 +244,14 @@ def _peer_namespace(cid: str, kind: str, path: str, peers: dict[int, str]) -> st
 def guest_resources(resources: dict[str, Any]) -> dict[str, Any]:
     """An OCI ``linux.resources`` object (the spec's, or ``update``'s) as the guest's cgroup v2
     takes it: without kernel memory limits, which v2 does not have (runc 1.1 ignores them there),
-    and without the cpuset, which names host CPUs (applied on the host, as Kata 1.x does)."""
+    and without the OOM-killer switch, which v2 does not have either (runc 1.1 ignores it), and
+    without the cpuset, which names host CPUs (applied on the host, as Kata 1.x does)."""
     out = copy.deepcopy(resources)
     memory = out.get("memory")
     if isinstance(memory, dict):
-        for key in ("kernel", "kernelTCP"):
+        # nor an OOM-killer switch: runc 1.1 ignores disableOOMKiller on v2, the guest's crun refuses
+        # the container ("cannot disable OOM killer with cgroupv2")
+        for key in ("kernel", "kernelTCP", "disableOOMKiller"):
             memory.pop(key, None)
     cpu = out.get("cpu")
     if isinstance(cpu, dict):
