@@ -39,7 +39,7 @@ class HypervisorConfig:
     shared_fs: str = "virtio-9p"
     msize_9p: int = 131072
     accel: str = "auto"  # auto | kvm | tcg  (auto: KVM when it really boots guests, else TCG)
-    cpu_model: str = ""  # empty: "host" with KVM, "max" with TCG
+    cpu_model: str = ""  # empty: "host" with KVM, "max,-erms" with TCG (hypervisor/qemu.py TCG_CPU)
     tcg_tb_size: int = 32  # MiB of TCG translation cache
     enable_debug: bool = False
 

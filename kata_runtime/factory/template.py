@@ -110,8 +110,8 @@ def fingerprint(cfg: Config, accel: str) -> dict[str, Any]:
     hv.pop("enable_debug", None)  # what it changes is in the command line below
     vm = QemuVM(TEMPLATE_NAME, cfg.hypervisor, Path("/"), accel, Path("/"))
     files = {key: _file_identity(hv[key]) for key in ("path", "kernel", "initrd", "image")}
-    return {"accel": accel, "hypervisor": hv, "kernel_cmdline": vm.kernel_cmdline(), "files": files,
-            "devices": DEVICE_LAYOUT, "topology": list(vm.topology())}
+    return {"accel": accel, "hypervisor": hv, "cpu": vm.cpu_model(), "kernel_cmdline": vm.kernel_cmdline(),
+            "files": files, "devices": DEVICE_LAYOUT, "topology": list(vm.topology())}
 
 
 _FILE_NAMES = {"path": "QEMU binary", "kernel": "guest kernel", "initrd": "guest initrd", "image": "guest image"}
@@ -136,6 +136,8 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out.append(f"{_FILE_NAMES[key]} {before[0] if before else '?'} -> {ident[0]}")
         else:
             out.append(f"{_FILE_NAMES[key]} {ident[0]} {'is gone' if ident[1] is None else 'changed'}")
+    if old["cpu"] != new["cpu"] and not any(o.startswith(("cpu_model", "accelerator")) for o in out):
+        out.append(f"CPU model {old['cpu']} -> {new['cpu']}")
     if old["kernel_cmdline"] != new["kernel_cmdline"] and not any(o.startswith("kernel_params") for o in out):
         out.append("kernel command line changed")
     if old["devices"] != new["devices"]:
