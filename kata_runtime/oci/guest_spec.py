@@ -31,7 +31,7 @@ CRI annotations               ``io.kubernetes.cri.container-type: container`` wi
                               names): the container joins that sandbox's VM
 ``linux.sysctl`` ``net.*``    guest: applied to the VM's network stack, which is the container's
 ``linux.resources``           guest: as is, but for kernel memory (``memory.kernel``,
-                              ``kernelTCP``) and ``memory.disableOOMKiller``, which cgroup v2
+                              ``kernelTCP``), ``disableOOMKiller`` and ``swappiness``, which v2
                               does not have: ignored, as runc 1.1 does on cgroup v2 (docker
                               still sends kernel memory), and ``cpu.cpus`` and
                               ``cpu.mems``, which name the host's CPUs and nodes: host (the
@@ -84,7 +84,7 @@ class Share:
     """A host file or directory bound into the sandbox's shared directory."""
 
     source: str  # host path, symlinks resolved
-    target: str  # path relative to the sandbox's shared directory: "<cid>/mounts/<n>-<name>"
+    target: str  # path relative to the sandbox's shared directory: "<cid>/mounts/<n>/<name>"
     readonly: bool
     is_dir: bool
 
@@ -243,15 +243,16 @@ def _peer_namespace(cid: str, kind: str, path: str, peers: dict[int, str]) -> st
 
 def guest_resources(resources: dict[str, Any]) -> dict[str, Any]:
     """An OCI ``linux.resources`` object (the spec's, or ``update``'s) as the guest's cgroup v2
-    takes it: without kernel memory limits, which v2 does not have (runc 1.1 ignores them there),
-    and without the OOM-killer switch, which v2 does not have either (runc 1.1 ignores it), and
-    without the cpuset, which names host CPUs (applied on the host, as Kata 1.x does)."""
+    takes it: without kernel memory limits, the OOM-killer switch and swappiness, which v2 does
+    not have (runc 1.1 ignores them there), and without the cpuset, which names host CPUs
+    (applied on the host, as Kata 1.x does)."""
     out = copy.deepcopy(resources)
     memory = out.get("memory")
     if isinstance(memory, dict):
-        # nor an OOM-killer switch: runc 1.1 ignores disableOOMKiller on v2, the guest's crun refuses
-        # the container ("cannot disable OOM killer with cgroupv2")
-        for key in ("kernel", "kernelTCP", "disableOOMKiller"):
+        # nor an OOM-killer switch or a swappiness: runc 1.1 ignores both on v2, the guest's crun
+        # refuses the container ("cannot disable OOM killer with cgroupv2", "cannot set memory
+        # swappiness with cgroupv2")
+        for key in ("kernel", "kernelTCP", "disableOOMKiller", "swappiness"):
             memory.pop(key, None)
     cpu = out.get("cpu")
     if isinstance(cpu, dict):
@@ -282,8 +283,10 @@ def _mount(cid: str, i: int, m: dict[str, Any], bundle: Path, shares: list[Share
         if size is not None:  # docker's shm: a tmpfs of its own in the guest, as Kata 1.x does
             return {"destination": dest, "type": "tmpfs", "source": "shm",
                     "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={size}"]}
+    # the source's own name last: the container's mountinfo shows it as the mount's root, as
+    # with a bind mount on the host (runtime-tools' runtimetest checks that name)
     name = _SAFE_NAME.sub("_", os.path.basename(host_path) or "root")[:40]
-    target = f"{cid}/mounts/{i}-{name}"
+    target = f"{cid}/mounts/{i}/{name}"
     is_dir = os.path.isdir(host_path)
     if not is_dir and not os.path.isfile(host_path):
         raise _refuse(cid, f"{where}: bind mount source {source} is neither a file nor a directory (devices and "

@@ -84,9 +84,9 @@ def test_bind_mounts_are_shared(runc_spec: dict[str, Any], tmp_path: Path) -> No
     assert [(s.source, s.readonly, s.is_dir) for s in g.shares] == [
         (str(tmp_path / "vol"), True, True), (str(tmp_path / "hosts"), False, False)]
     n = len(runc_spec["mounts"])
-    assert data == {"destination": "/data", "type": "bind", "source": f"{GUEST_SHARED_DIR}/c1/mounts/{n}-vol",
+    assert data == {"destination": "/data", "type": "bind", "source": f"{GUEST_SHARED_DIR}/c1/mounts/{n}/vol",
                     "options": ["rbind", "ro"]}
-    assert hosts["source"] == f"{GUEST_SHARED_DIR}/c1/mounts/{n + 1}-hosts" and hosts["type"] == "bind"
+    assert hosts["source"] == f"{GUEST_SHARED_DIR}/c1/mounts/{n + 1}/hosts" and hosts["type"] == "bind"
     assert all(s.target.startswith("c1/mounts/") and ".." not in s.target for s in g.shares)
     assert g.spec["mounts"][0] == runc_spec["mounts"][0]  # proc: as is
 
