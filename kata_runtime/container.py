@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from kata_runtime import daemons
 from kata_runtime.config import Config, load_config
-from kata_runtime.errors import ContainerNotFound, InvalidArgument, InvalidState, KataError, StateCorrupt
+from kata_runtime.errors import (
+    AgentUnresponsive,
+    ContainerNotFound,
+    HypervisorError,
+    InvalidArgument,
+    InvalidState,
+    KataError,
+    StateCorrupt,
+)
 from kata_runtime.hostpaths import check_console_socket, check_pid_file, write_pid_file
 from kata_runtime.oci.state import ContainerState, Status
 from kata_runtime.phases import phase
@@ -487,7 +495,20 @@ def kill(opts: RuntimeOptions, cid: str, signal: int, *, all_processes: bool = F
             if all_processes and status is Status.STOPPED:
                 return  # engines clean up with `kill --all ID 9` after the workload exited
             raise InvalidState("container not running", container=cid, step="kill")
-        ctx.sandbox(rec).agent(cid).signal_process(cid, "", signal, all_processes)
+        sandbox = ctx.sandbox(rec)
+        try:
+            sandbox.agent(cid).signal_process(cid, "", signal, all_processes)
+        except AgentUnresponsive as e:
+            # a guest that does not answer (hung, stopped) cannot be asked; SIGKILL of the only
+            # container of its VM still ends every process of it: with the VM (engines clean up
+            # with `kill --all ID 9` and must not fail there)
+            if signal != _signal.SIGKILL or any(k != cid for k in rec.containers) or not sandbox.vm_alive():
+                raise
+            log.warning("%s: SIGKILL ends its VM instead", e)
+            try:
+                sandbox.vm().stop()
+            except HypervisorError as stop_error:
+                raise KataError(f"{e.msg}; {stop_error.msg}", container=cid, step="kill") from None
 
 
 def delete(opts: RuntimeOptions, cid: str, *, force: bool = False) -> None:

@@ -55,6 +55,10 @@ class AgentError(KataError):
     """The guest agent did not answer, or answered with an error."""
 
 
+class AgentUnresponsive(AgentError):
+    """The guest agent did not answer in time, or cannot be reached (a hung or stopped guest)."""
+
+
 class ProxyError(KataError):
     """kata-proxy could not be started or went away."""
 

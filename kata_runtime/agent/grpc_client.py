@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kata_runtime.agent.calls import AgentCalls, Message
-from kata_runtime.errors import AgentError
+from kata_runtime.errors import AgentError, AgentUnresponsive
 
 
 class GrpcAgentClient(AgentCalls):
@@ -49,11 +49,12 @@ class GrpcAgentClient(AgentCalls):
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                msg = f"the guest agent did not answer {name} within {limit:g}s"
-            elif code == grpc.StatusCode.UNAVAILABLE:
-                msg = f"the guest agent is unreachable ({e.details()})"
-            else:
-                msg = str(e.details()) if hasattr(e, "details") else str(e)
+                raise AgentUnresponsive(f"the guest agent did not answer {name} within {limit:g}s",
+                                        container=self.container, step=step) from None
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise AgentUnresponsive(f"the guest agent is unreachable ({e.details()})", container=self.container,
+                                        step=step) from None
+            msg = str(e.details()) if hasattr(e, "details") else str(e)
             raise AgentError(msg, container=self.container, step=step) from None
 
     def check(self, timeout: float) -> None:

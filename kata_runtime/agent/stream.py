@@ -14,7 +14,7 @@ import socket
 import time
 
 from kata_runtime.agent.calls import AgentCalls, Message
-from kata_runtime.errors import AgentError
+from kata_runtime.errors import AgentError, AgentUnresponsive
 from kata_runtime.protocol import shimproto
 
 MAX_ANSWER = 64 << 20  # the agent is not trusted with our memory
@@ -96,11 +96,12 @@ class StreamAgentClient(AgentCalls):
             mtype, payload = self._receive(time.monotonic() + limit)
         except TimeoutError:
             self.close()  # the answer may still come: this stream cannot be used any more
-            raise AgentError(f"the guest agent did not answer {name} within {limit:g}s", container=self.container,
-                             step=step) from None
+            raise AgentUnresponsive(f"the guest agent did not answer {name} within {limit:g}s",
+                                    container=self.container, step=step) from None
         except OSError as e:
             self.close()
-            raise AgentError(f"the guest agent is unreachable ({e})", container=self.container, step=step) from None
+            raise AgentUnresponsive(f"the guest agent is unreachable ({e})", container=self.container,
+                                    step=step) from None
         return self._answer(name, mtype, payload, step)
 
     def check(self, timeout: float) -> None:
