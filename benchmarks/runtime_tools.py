@@ -10,7 +10,8 @@ runtime-tools is not part of this repository: build it yourself, outside the tre
 Each program is run from the checkout (it reads ``runtimetest`` and ``rootfs-amd64.tar.gz`` there)
 with ``RUNTIME`` set; kata-runtime gets a configuration with VM templates (``KATA_CONF_FILE``), so
 that each container starts from a clone. A check is a TAP ``ok``/``not ok`` line; skips are counted
-apart; a program that printed no plan, or exited non-zero with no check, counts as one failure.
+apart; a program that printed no plan, or exited non-zero with no check, counts as one failure, and
+so does one with no check and an error diagnostic (how the hook programs say that they failed).
 Prints the Markdown table; ``--json F`` also writes every program's counts and its stderr's tail.
 """
 
@@ -41,8 +42,11 @@ def tap_counts(text: str, rc: int) -> dict[str, int]:
     """Passed (not skipped), failed and skipped checks of one program's TAP output."""
     ok, skip = len(_OK.findall(text)), len(_SKIP.findall(text))
     failed = len(_NOT_OK.findall(text))
-    if not _PLAN.search(text) or (rc != 0 and ok + failed == 0):
+    plan = _PLAN.search(text)
+    if not plan or (rc != 0 and ok + failed == 0):
         failed = max(failed, 1)  # it could not run its checks
+    elif plan.group(1) == "0" and '"error":' in text:
+        failed = 1  # the hook programs report their one verdict as an error diagnostic, with no check
     return {"passed": ok - skip, "failed": failed, "skipped": skip}
 
 
