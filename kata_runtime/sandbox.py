@@ -163,10 +163,6 @@ class Sandbox:
             v = self.agent().version()
             log.debug("guest boot root_ready %s agent_started %s agent_serving %s", v["root_ready"],
                       v["agent_started"], v["agent_serving"])
-        # searchable by all (not listable), before the guest mounts it: a container in a user
-        # namespace reaches its rootfs through it as its mapped uid, and the guest sees the host's
-        # modes over 9p
-        os.chmod(self.shared_dir, 0o711)
         self.agent().create_sandbox(self.id, self.id[:63], [{
             "driver": "9p", "source": SHARED_FS_TAG, "fstype": "9p", "mount_point": GUEST_SHARED_DIR,
             "options": ["trans=virtio", "version=9p2000.L", f"msize={hv.msize_9p}", "cache=mmap"]}])

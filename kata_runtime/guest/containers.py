@@ -6,6 +6,7 @@ far ends the process holds; the channel loop reads and writes them while a kata-
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import itertools
@@ -41,6 +42,8 @@ CONTAINERS_DIR = "/run/kata-containers"
 CONSOLE_DIR = f"{CONTAINERS_DIR}/console"
 _console_serial = itertools.count()
 NS_DIR = f"{CONTAINERS_DIR}/ns"  # <container>/<OCI type> -> /proc/<its init>/ns/<name>: what a peer joins
+USERNS_DIR = f"{CONTAINERS_DIR}/userns"  # <container>: its share, bound where a user namespace can reach it
+MS_BIND, MS_REC, MNT_DETACH = 4096, 16384, 2
 PROC_NS_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
                  "cgroup": "cgroup"}
 
@@ -265,12 +268,14 @@ class Containers:
         apply_sandbox_sysctls(sysctls)
         bundle = f"{CONTAINERS_DIR}/{cid}"
         os.makedirs(bundle, exist_ok=True)
-        _write(f"{bundle}/config.json", json.dumps(guest_spec))
-        tty = bool(guest_spec.get("process", {}).get("terminal"))
-        argv = ["create", "--bundle", bundle] + (["--no-pivot"] if no_pivot else [])
         try:
+            _userns_view(cid, guest_spec)
+            _write(f"{bundle}/config.json", json.dumps(guest_spec))
+            tty = bool(guest_spec.get("process", {}).get("terminal"))
+            argv = ["create", "--bundle", bundle] + (["--no-pivot"] if no_pivot else [])
             init = self._start_process(argv, cid, cid, bundle, tty, _tool())
         except AgentFailure:
+            _drop_userns_view(cid)
             _rmtree(bundle)
             raise
         links = f"{NS_DIR}/{cid}"
@@ -380,6 +385,7 @@ class Containers:
             raise AgentFailure(f"remove container {cid}: {err.decode(errors='replace').strip()}")
         with self._lock:
             self.containers.pop(cid, None)
+        _drop_userns_view(cid)
         _rmtree(c.bundle)
         _rmtree(f"{NS_DIR}/{cid}")
         return [c.init, *c.processes.values()]
@@ -392,6 +398,49 @@ class Containers:
             except AgentFailure as e:
                 log.warning("%s", e)
         return procs
+
+
+def _userns_view(cid: str, spec: dict[str, Any]) -> None:
+    """For a container with a user namespace: bind its directory of the share (the rootfs's
+    parent: its rootfs and volumes) under :data:`USERNS_DIR` and point the spec there. Its mapped
+    root cannot search the share's own root, whose mode is the host directory's (0700, root's);
+    through the bind, the path is the guest's own directories and then the container's."""
+    linux = spec.get("linux") or {}
+    if not any(ns.get("type") == "user" for ns in linux.get("namespaces") or []):
+        return
+    root = spec.get("root") or {}
+    share = os.path.dirname(str(root.get("path", "")))
+    view = f"{USERNS_DIR}/{cid}"
+    os.makedirs(view, exist_ok=True)
+    os.chmod(USERNS_DIR, 0o755)
+    if _libc().mount(share.encode(), view.encode(), None, MS_BIND | MS_REC, None) != 0:
+        err = ctypes.get_errno()
+        os.rmdir(view)
+        raise AgentFailure(f"bind {share} on {view} for the user namespace: {os.strerror(err)}")
+    prefix = share + "/"
+    root["path"] = view + root["path"][len(share):]
+    for m in spec.get("mounts") or []:
+        if str(m.get("source", "")).startswith(prefix):
+            m["source"] = view + m["source"][len(share):]
+
+
+def _drop_userns_view(cid: str) -> None:
+    """Undo :func:`_userns_view` (nothing when there is none). Only unmount and rmdir: the view is
+    the host's files, never to be removed through."""
+    view = f"{USERNS_DIR}/{cid}"
+    if not os.path.isdir(view):
+        return
+    if _libc().umount2(view.encode(), MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:
+        log.warning("unmount %s: %s", view, os.strerror(ctypes.get_errno()))
+        return
+    try:
+        os.rmdir(view)
+    except OSError as e:
+        log.warning("remove %s: %s", view, e.strerror)
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _read_kv(path: str) -> dict[str, int]:

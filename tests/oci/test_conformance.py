@@ -8,6 +8,8 @@ One VM for the module: one container whose spec has all of them; each test check
 from __future__ import annotations
 
 import json
+import os
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,6 +78,15 @@ def test_the_user_namespace_container_reads_its_rootfs_and_bind_mount(ctr: Conta
     # both reached through the VM's shared directory, which the mapped uid must be able to search
     assert ctr.sh("cat /mnt/vol/data") == "from the host\n"
     assert "sleep" in ctr.sh("ls /bin")
+
+
+def test_the_shared_directory_stays_root_only_on_the_host(ctr: Container) -> None:
+    # the guest reaches the user namespace's rootfs through a bind of its own, not by opening the
+    # host's directory to all: other host users must not reach a container's files (setuid ones)
+    from kata_runtime.store import SandboxStore
+
+    record = json.loads((SandboxStore(ctr.kata.root).sandbox_dir(ctr.cid) / "sandbox.json").read_text())
+    assert stat.S_IMODE(os.stat(record["shared_dir"]).st_mode) == 0o700
 
 
 def test_a_bind_mount_shows_its_source_name_as_its_root(ctr: Container) -> None:
