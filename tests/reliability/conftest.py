@@ -1,6 +1,6 @@
 """The reliability group: faults injected in our own code, bad input, security, races and load.
 It reuses the fixtures of tests/oci (a private root per test, bundles, the per-test leak check)
-and adds a VM template shared by the module, so that a sandbox costs a clone (~1 s), not a boot."""
+and adds a VM template shared by the group, so that a sandbox costs a clone (~1 s), not a boot."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ from tests.oci.conftest import (  # noqa: F401 - fixtures and the report hook of
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def template_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A configuration with ``[factory] enable_template`` (and kata-netmon, so that its start is
-    one of the acquisitions), whose template is made once for the module and destroyed after it."""
+    one of the acquisitions), whose template is made once for the group (a boot, ~8-10 s, saved
+    five times over) and destroyed after it; a test that may break it puts it back
+    (``helpers.ensure_template``)."""
     where = tmp_path_factory.mktemp("template")
     shm = Path("/dev/shm") / f"kata-rel-{uuid.uuid4().hex[:8]}"
     shm.mkdir()
