@@ -43,6 +43,9 @@ if TYPE_CHECKING:  # sandbox.py is imported only by the commands that boot or ta
 log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/run/vc")
+# delete's SIGKILL to a workload before its VM goes (so that its shim reports 128+9): a guest that
+# does not answer within this is hung, and everything in it ends with the VM anyway
+PRE_KILL_TIMEOUT = 10.0
 
 
 @dataclass
@@ -567,16 +570,21 @@ def _delete(ctx: _Context, cid: str, force: bool) -> None:
             raise InvalidState(f"cannot delete container {cid} that is not stopped: {status}", container=cid,
                                step="delete")
         sandbox = ctx.sandbox(rec)
+        hung = False
         if status is not Status.STOPPED and sandbox.vm_alive():
             # kill the workload first so that its shim reports 128+9 rather than a lost VM
-            with contextlib.suppress(KataError):
-                sandbox.agent(cid).signal_process(cid, "", _signal.SIGKILL, True)
+            try:  # best effort, and not long: a hung guest goes with its VM
+                sandbox.agent(cid).signal_process(cid, "", _signal.SIGKILL, True, timeout=PRE_KILL_TIMEOUT)
                 daemons.wait_gone(c.shim, 5.0)
+            except AgentUnresponsive:
+                hung = True  # nor will it flush anything
+            except KataError:
+                pass
         others = [k for k in rec.containers if k != cid]
         if others and sandbox.vm_alive():
             sandbox.remove_container(cid)  # the pod's VM stays for the others
         else:  # the last container of the sandbox (or its VM is gone anyway)
-            sandbox.destroy(flush_guest=status is not Status.STOPPED)
+            sandbox.destroy(flush_guest=status is not Status.STOPPED and not hung)
         if cid != rec.id:
             ctx.store.release_member(cid)
     if c.hooks.get("poststop"):

@@ -30,7 +30,9 @@ class AgentClient(Protocol):
 
     def exec_process(self, cid: str, exec_id: str, process: dict[str, Any]) -> None: ...
 
-    def signal_process(self, cid: str, exec_id: str, signal: int, all_processes: bool = False) -> None: ...
+    def signal_process(self, cid: str, exec_id: str, signal: int, all_processes: bool = False,
+                       timeout: float | None = None) -> None:
+        """``timeout``: how long to wait for the agent (None: the configured request timeout)."""
 
     def wait_process(self, cid: str, exec_id: str) -> int: ...
 

@@ -80,9 +80,10 @@ class AgentCalls:
         self.call("ExecProcess", {"container_id": cid, "exec_id": exec_id, "process_json": json.dumps(process)},
                   "exec")
 
-    def signal_process(self, cid: str, exec_id: str, signal: int, all_processes: bool = False) -> None:
+    def signal_process(self, cid: str, exec_id: str, signal: int, all_processes: bool = False,
+                       timeout: float | None = None) -> None:
         self.call("SignalProcess", {"container_id": cid, "exec_id": exec_id, "signal": signal,
-                                    "all": all_processes}, "kill")
+                                    "all": all_processes}, "kill", timeout=timeout)
 
     def wait_process(self, cid: str, exec_id: str) -> int:
         answer = self.call("WaitProcess", {"container_id": cid, "exec_id": exec_id}, "wait", timeout=24 * 3600)

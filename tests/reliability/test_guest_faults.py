@@ -203,3 +203,24 @@ def test_a_container_allocates_beyond_the_vms_memory(kata: Kata, cid: str, bundl
     r = kata("run", "--bundle", str(bundle(hog)), init, timeout=300)
     assert r.rc == 137, (r.rc, r.err)
     assert not settled(lambda: leftovers(kata, init))
+
+
+def test_delete_force_of_a_guest_that_never_answers(kata: Kata, cid: str, bundle, template_config: Path) -> None:
+    """``delete --force`` alone (the configured 60 s request timeout) of a stopped guest: its SIGKILL
+    to the workload is given up after 10 s, the VM goes (no flush asked of it), nothing is left."""
+    kata.config = template_config
+    kata.ok("create", "--bundle", str(bundle(["sleep", "1000"])), cid)
+    kata.ok("start", cid)
+    qemu = qemu_pid(kata, cid)
+    os.kill(qemu, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = kata("delete", "--force", cid, timeout=180)
+        took = time.monotonic() - t0
+        assert r.rc == 0, r.err
+        print(f"delete --force of a stopped guest: {took:.1f}s")
+        assert took < 20, took
+        assert not settled(lambda: leftovers(kata, cid))
+    finally:
+        if Path(f"/proc/{qemu}").exists():
+            os.kill(qemu, signal.SIGCONT)

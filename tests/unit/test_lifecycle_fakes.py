@@ -125,7 +125,8 @@ class FakeAgent:
 
     def exec_process(self, cid: str, exec_id: str, process: dict[str, Any]) -> None: ...
 
-    def signal_process(self, cid: str, exec_id: str, signal: int, all_processes: bool = False) -> None:
+    def signal_process(self, cid: str, exec_id: str, signal: int, all_processes: bool = False,
+                       timeout: float | None = None) -> None:
         shim = self.world.shims.get(cid)  # the workload dies: so does its shim, as with a real guest
         if shim is not None and signal == 9:
             shim.kill()
