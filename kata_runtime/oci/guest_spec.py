@@ -6,12 +6,14 @@ guest, some rewritten, and what cannot be honoured is refused here, before anyth
 ============================  =====================================================================
 field                         where and how
 ============================  =====================================================================
+``ociVersion``                guest: ``1.0.2-dev`` (validated on the host; the guest's crun 1.8
+                              refuses a version without "1.0" in it)
 ``root.path``                 host: the rootfs is bound into the sandbox's shared directory; guest:
                               the path of that share (``root.readonly`` applied by the guest's OCI
                               runtime)
 ``mounts`` bind (dir, file)   host: the source (symlinks resolved as mount(2) does) is bound into the
-                              container's own subtree of the shared directory, read-only on the host
-                              too when ``ro``; guest: a bind mount of that share
+                              container's own subtree of the shared directory (``<n>/<its name>``),
+                              read-only on the host too when ``ro``; guest: a bind mount of that share
 ``mounts`` bind of a tmpfs    guest: a tmpfs of the host mount's size (docker's ``/dev/shm``: shared
 on ``/dev/shm``               memory cannot cross 9p), as Kata 1.x does
 ``mounts`` kernel fs          guest, as is (proc, sysfs, tmpfs, devpts, mqueue, cgroup...)
