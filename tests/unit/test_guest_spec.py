@@ -154,3 +154,16 @@ def test_kernel_memory_is_dropped_for_cgroup_v2(runc_spec: dict[str, Any], tmp_p
     assert limits["memory"]["kernel"] == 1 << 20
     g = translate("c1", _spec(runc_spec, resources=limits), tmp_path, tmp_path / "rootfs")
     assert g.spec["linux"]["resources"]["memory"] == {"limit": 268435456}
+
+
+def test_memory_settings_cgroup_v2_lacks_are_dropped(runc_spec: dict[str, Any], tmp_path: Path) -> None:
+    # runc 1.1 ignores them on v2; the guest's crun would refuse the container
+    limits = {"memory": {"reservation": 1 << 25, "swappiness": 50, "disableOOMKiller": True}}
+    g = translate("c1", _spec(runc_spec, resources=limits), tmp_path, tmp_path / "rootfs")
+    assert g.spec["linux"]["resources"]["memory"] == {"reservation": 1 << 25}
+
+
+def test_the_guest_gets_an_oci_version_its_runtime_knows(runc_spec: dict[str, Any], tmp_path: Path) -> None:
+    spec = _spec(runc_spec)
+    spec["ociVersion"] = "1.3.0"
+    assert translate("c1", spec, tmp_path, tmp_path / "rootfs").spec["ociVersion"] == "1.0.2-dev"
