@@ -754,13 +754,44 @@ def _widen_cpuset(sandbox: Sandbox, cpus: str) -> None:
     sandbox.save()
 
 
-def stats(opts: RuntimeOptions, cid: str) -> dict[str, Any] | None:
-    """runc's stats data for ``events`` (cpu, memory, pids); None once the container is stopped."""
+OOM_KILL_KEY = "oom_kill"  # the guest's stats carry its cgroup's memory.events oom_kill beside runc's fields
+
+
+@dataclass
+class StatsSample:
+    """One look at a container for ``events``: runc's stats data (None once it is stopped) and how
+    many of its processes the guest's OOM killer has ended so far (None when the guest cannot say)."""
+
+    data: dict[str, Any] | None
+    oom_kills: int | None
+
+
+def stats(opts: RuntimeOptions, cid: str) -> StatsSample:
+    """runc's stats data for ``events`` (cpu, memory, pids) and the OOM kill count. A stopped
+    container has no stats, but while its VM still runs (a pod member, or a container not yet
+    deleted) the guest's cgroup still tells whether its end was the OOM killer's."""
     ctx = _Context(opts)
     rec, c = _load_container(ctx.store, cid, "events")
-    if current_status(rec, c) in (Status.STOPPED, Status.CREATING):
-        return None
-    return ctx.sandbox(rec).agent(cid).stats_container(cid)
+    status = current_status(rec, c)
+    if status is Status.CREATING:
+        return StatsSample(None, None)
+    if status is Status.STOPPED:
+        if rec.qemu is None or not rec.qemu.alive():
+            return StatsSample(None, None)
+        try:
+            data = ctx.sandbox(rec).agent(cid).stats_container(cid)
+        except KataError:
+            return StatsSample(None, None)
+        return StatsSample(None, _oom_kills(data))
+    data = ctx.sandbox(rec).agent(cid).stats_container(cid)
+    return StatsSample(data, _oom_kills(data))
+
+
+def _oom_kills(data: dict[str, Any]) -> int | None:
+    """Take the guest's OOM kill count out of its stats (so they are runc's shape); None if absent
+    or not a count (the guest's answer is not trusted)."""
+    n = data.pop(OOM_KILL_KEY, None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**63 else None
 
 
 def ps(opts: RuntimeOptions, cid: str, fmt: str, ps_args: list[str]) -> str | None:

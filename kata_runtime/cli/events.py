@@ -37,21 +37,41 @@ def parse_duration(text: str) -> float:
 @click.argument("container_id", metavar="<container-id>")
 @pass_opts
 def events(opts: RuntimeOptions, interval: str, stats: bool, container_id: str) -> None:
-    """Display information about the container: one stats event with --stats, else one every
-    interval until the container stops."""
+    """Display information about the container: one stats event with --stats; else one every
+    interval, and an ``oom`` event as soon as the guest's OOM killer ends one of its processes
+    (within a second: the guest's cgroup is looked at that often), until the container stops."""
     from kata_runtime import container
 
     validate_id(container_id)
     period = parse_duration(interval)
+    seen: int | None = None  # OOM kills when we started: runc reports only the ones that follow
+    due = 0.0
     while True:
-        data = container.stats(opts, container_id)
-        if data is None:
+        sample = container.stats(opts, container_id)
+        if seen is not None and sample.oom_kills is not None and sample.oom_kills > seen:
+            _emit("oom", container_id)
+        seen = sample.oom_kills if sample.oom_kills is not None else seen
+        if sample.data is None:
             if stats:
                 from kata_runtime.errors import InvalidState
 
                 raise InvalidState("container not running", container=container_id, step="events")
             return
-        click.echo(json.dumps({"type": "stats", "id": container_id, "data": data}, separators=(",", ":")))
+        now = time.monotonic()
+        if stats or now >= due:
+            _emit("stats", container_id, sample.data)
+            due = now + period
         if stats:
             return
-        time.sleep(period)
+        time.sleep(max(0.05, min(OOM_POLL, due - time.monotonic())))
+
+
+OOM_POLL = 1.0  # seconds between looks at the guest's OOM kill count
+
+
+def _emit(kind: str, cid: str, data: dict[str, object] | None = None) -> None:
+    """One event line in runc's shape (``{"type":"oom","id":...}`` has no data)."""
+    event: dict[str, object] = {"type": kind, "id": cid}
+    if data is not None:
+        event["data"] = data
+    click.echo(json.dumps(event, separators=(",", ":")), nl=True)

@@ -464,6 +464,9 @@ def _read_int(path: str, unlimited: int = 0) -> int:
     return unlimited if text == "max" else int(text or 0)
 
 
+OOM_KILL_KEY = "oom_kill"  # memory.events' count of processes the OOM killer ended in this cgroup
+
+
 def cgroup_stats(cg: str) -> dict[str, Any]:
     """The fields of runc's stats (``events --stats``) that cgroup v2 has."""
     cpu = _read_kv(f"{cg}/cpu.stat")
@@ -482,6 +485,8 @@ def cgroup_stats(cg: str) -> dict[str, Any]:
                    "cache": mem.get("file", 0), "raw": mem},
         "pids": {"current": _read_int(f"{cg}/pids.current"), "limit": _read_int(f"{cg}/pids.max")},
         "blkio": {}, "hugetlb": {}, "intel_rdt": {}, "network_interfaces": None,
+        # not runc's: the host's ``events`` turns a rise of it into an "oom" event, then drops it
+        OOM_KILL_KEY: events.get("oom_kill", 0),
     }
 
 

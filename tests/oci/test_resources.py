@@ -158,6 +158,28 @@ def test_the_host_cgroup_has_the_cpu_limits_and_no_memory_limit(sized: Sandbox) 
     assert int(sized.host_file("memory", "memory.limit_in_bytes")) > 1 << 40  # unlimited, as Kata 1.x
 
 
+def test_events_reports_the_guests_oom_kill_as_runc_does(sized: Sandbox) -> None:
+    """``events`` (no --stats) prints a stats event at once and ``{"type":"oom","id":...}`` as soon
+    as the guest's OOM killer ends a process of the container (an exec asking for more than its
+    64 MiB limit); ``--stats`` keeps runc's shape (no count of ours in it)."""
+    p = subprocess.Popen(sized.kata.argv("events", "--interval", "60s", sized.cid), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        first = json.loads(p.stdout.readline())
+        assert first["type"] == "stats" and first["id"] == sized.cid, first
+        r = sized.kata("exec", sized.cid, "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1")
+        assert r.rc == 137, (r.rc, r.err)  # SIGKILL by the guest's OOM killer
+        line = p.stdout.readline()  # within a second or so; the next stats event is a minute away
+        assert json.loads(line) == {"type": "oom", "id": sized.cid}, line
+    finally:
+        p.kill()
+        p.wait()
+    data = json.loads(sized.kata.ok("events", "--stats", sized.cid).out)["data"]
+    assert set(data) == {"cpu", "memory", "pids", "blkio", "hugetlb", "intel_rdt", "network_interfaces"}, data
+    assert data["memory"]["usage"]["failcnt"] >= 1
+
+
 def test_the_host_cgroup_is_gone_after_delete(sized: Sandbox) -> None:
     dirs = sized.host_dirs()
     sized.delete()
