@@ -681,28 +681,38 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
 
 
 def _transition(opts: RuntimeOptions, cid: str, step: str, legal: Callable[[Status], bool], refusal: str,
-                call: Callable[[Any], None], to: Status) -> None:
-    """A status change that the agent carries out: checked, done, recorded, under the lock."""
+                call: Callable[[Any], None], to: Callable[[ContainerRecord, Status], Status]) -> None:
+    """A status change that the agent carries out: checked, done, recorded, under the lock.
+    ``to`` gives the new status from the record and its status before the change."""
     ctx = _Context(opts)
     with _locked_container(ctx, cid, step) as (rec, c):
-        if not legal(current_status(rec, c)):
+        now = current_status(rec, c)
+        if not legal(now):
             raise InvalidState(refusal, container=cid, step=step)
         sandbox = ctx.sandbox(rec)
         call(sandbox.agent(cid))
-        c.status = to
+        c.status = to(c, now)
         sandbox.save()
 
 
 def pause(opts: RuntimeOptions, cid: str) -> None:
-    """Freeze every process of a running container (cgroup freezer in the guest)."""
+    """Freeze every process of a running or created container (cgroup freezer in the guest)."""
+    def paused(c: ContainerRecord, was: Status) -> Status:
+        c.paused_created = was is Status.CREATED
+        return Status.PAUSED
+
     _transition(opts, cid, "pause", Status.can_pause, "container not running",
-                lambda agent: agent.pause_container(cid), Status.PAUSED)
+                lambda agent: agent.pause_container(cid), paused)
 
 
 def resume(opts: RuntimeOptions, cid: str) -> None:
-    """Thaw a paused container."""
+    """Thaw a paused container: running again, or created if it was paused before its start."""
+    def resumed(c: ContainerRecord, _was: Status) -> Status:
+        was_created, c.paused_created = c.paused_created, False
+        return Status.CREATED if was_created else Status.RUNNING
+
     _transition(opts, cid, "resume", Status.can_resume, "container not paused",
-                lambda agent: agent.resume_container(cid), Status.RUNNING)
+                lambda agent: agent.resume_container(cid), resumed)
 
 
 def update(opts: RuntimeOptions, cid: str, resources: dict[str, Any]) -> None:

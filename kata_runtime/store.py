@@ -108,6 +108,7 @@ class ContainerRecord:
     creator: ProcRef | None = None  # the kata-runtime that is creating it (while "creating")
     hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the spec's, run on the host
     resources: dict[str, Any] = field(default_factory=dict)  # its linux.resources cpu and memory, as updated
+    paused_created: bool = False  # paused before its start: resume makes it "created" again, as runc
 
 
 @dataclass

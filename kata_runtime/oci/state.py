@@ -33,7 +33,8 @@ class Status(enum.StrEnum):
         return self in (Status.CREATED, Status.RUNNING)
 
     def can_pause(self) -> bool:
-        return self is Status.RUNNING
+        """runc 1.1 freezes a created container too (its init, waiting for ``start``)."""
+        return self in (Status.RUNNING, Status.CREATED)
 
     def can_resume(self) -> bool:
         return self is Status.PAUSED

@@ -100,6 +100,11 @@ LIFECYCLE = [
     Step("kill --all {id} 0"),
     Step("kill {id} FOO", gist='unknown signal "FOO"'),
     Step("kill {id} 99"),
+    Step("pause {id}", then="paused"),  # runc 1.1 freezes a created container's init too
+    Step("state {id}", out=_status),
+    Step("start {id}", gist="cannot start a container in the paused state"),
+    Step("resume {id}", then="created"),
+    Step("state {id}", out=_status),
     Step("start {id}", then="running"),
     # running
     Step("state {id}", out=_status),

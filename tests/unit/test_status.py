@@ -11,7 +11,7 @@ LEGAL = {
     "can_kill": {Status.CREATED, Status.RUNNING, Status.PAUSED},
     "can_delete": {Status.CREATED, Status.STOPPED},
     "can_exec": {Status.CREATED, Status.RUNNING},
-    "can_pause": {Status.RUNNING},
+    "can_pause": {Status.RUNNING, Status.CREATED},
     "can_resume": {Status.PAUSED},
 }
 
