@@ -301,6 +301,26 @@ def set_limits(cg: HostCgroup, resources: dict[str, Any], hs: list[Hierarchy] | 
             _write(d, "cpuset.mems", mems, cg.path)
 
 
+def pod_cpu(cpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CPU limits of a pod's sandbox cgroup from the ``linux.resources.cpu`` of its workload
+    containers, as Kata 1.x's sandbox cgroup adds them up: the largest shares, the longest period,
+    the quotas summed (each scaled to that period, rounded up); a quota of -1 (no limit) when no
+    container has one. Shares are left out when none is given."""
+    shares = max((_number(c.get("shares")) for c in cpus), default=0)
+    limited = [(_number(c.get("quota")), _number(c.get("period")) or DEFAULT_PERIOD) for c in cpus
+               if _number(c.get("quota")) > 0]
+    out: dict[str, Any] = {"quota": -1}
+    if limited:
+        period = max(p for _, p in limited)
+        out = {"quota": sum(-(-q * period // p) for q, p in limited), "period": period}
+    if shares:
+        out["shares"] = shares
+    return out
+
+
+DEFAULT_PERIOD = 100000  # µs: the kernel's cfs period when a spec gives none
+
+
 def widen_cpuset(cg: HostCgroup, cpus: str, hs: list[Hierarchy] | None = None) -> None:
     """A pod member's ``cpu.cpus``: the sandbox's cpuset becomes the union of its and ``cpus``
     (nothing to do when the sandbox was given none: it has every CPU of its parent)."""

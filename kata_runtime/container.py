@@ -373,6 +373,7 @@ def _join(ctx: _Context, made: _ContainerInVM, sid: str) -> tuple[SandboxRecord,
             sandbox.save()
             _fit_vm(sandbox, cid, "create")  # the pod's VM grows by what the member asks for
             _widen_cpuset(sandbox, str((c.resources.get("cpu") or {}).get("cpus") or ""))
+            _pod_cpu_limits(sandbox)
             shim = made.make(sandbox)
             c.status = Status.CREATED
             sandbox.save()
@@ -583,6 +584,9 @@ def _delete(ctx: _Context, cid: str, force: bool) -> None:
         others = [k for k in rec.containers if k != cid]
         if others and sandbox.vm_alive():
             sandbox.remove_container(cid)  # the pod's VM stays for the others
+            if cid != rec.id:
+                with contextlib.suppress(KataError):  # its limit is the pod's no more; best effort
+                    _pod_cpu_limits(sandbox)
         else:  # the last container of the sandbox (or its VM is gone anyway)
             sandbox.destroy(flush_guest=status is not Status.STOPPED and not hung)
         if cid != rec.id:
@@ -742,6 +746,7 @@ def update(opts: RuntimeOptions, cid: str, resources: dict[str, Any]) -> None:
                 rec.cgroup = cg.to_json()
             elif rec.cgroup is not None:
                 _widen_cpuset(sandbox, str((c.resources.get("cpu") or {}).get("cpus") or ""))
+                _pod_cpu_limits(sandbox)
             sandbox.agent(cid).update_container(cid, guest_resources(resources))
         except KataError as e:
             c.resources = before  # the VM may have grown meanwhile: it keeps what was plugged
@@ -750,6 +755,19 @@ def update(opts: RuntimeOptions, cid: str, resources: dict[str, Any]) -> None:
             e.container, e.step = e.container or cid, e.step or "update"
             raise
         sandbox.save()
+
+
+def _pod_cpu_limits(sandbox: Sandbox) -> None:
+    """A pod's host cgroup takes the CPU limits of its workload containers together (Kata 1.x's
+    sandbox cgroup: see :func:`cgroups.pod_cpu`), not those of its sandbox (pause) container alone;
+    again each time a member joins, is updated or leaves (the callers: only a pod has members)."""
+    rec = sandbox.rec
+    if rec.cgroup is None:
+        return
+    from kata_runtime import cgroups
+
+    workloads = [dict(c.resources.get("cpu") or {}) for k, c in rec.containers.items() if k != rec.id]
+    cgroups.set_limits(cgroups.HostCgroup.from_json(rec.cgroup), {"cpu": cgroups.pod_cpu(workloads)})
 
 
 def _widen_cpuset(sandbox: Sandbox, cpus: str) -> None:

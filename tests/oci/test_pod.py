@@ -109,3 +109,54 @@ def test_two_pods_two_vms(kata: Kata, cid: str, bundle: Callable[..., Path], req
         kata.ok("delete", "--force", c)
     for pod in pods:
         assert not sandbox_leftovers(kata.root, pod) and not our_leftovers(pod)
+
+
+def _host_cpu_limit(cgroup_path: str) -> tuple[int, int]:
+    """(quota, period) of a host cgroup (v1 cpu.cfs_*; v2 cpu.max, "max" as -1)."""
+    from kata_runtime import cgroups
+
+    hs = cgroups.hierarchies()
+    if cgroups.version_of(hs) == 2:
+        d = Path(next(h.mount for h in hs if h.version == 2)) / cgroup_path.lstrip("/")
+        quota, period = (d / "cpu.max").read_text().split()
+        return (-1 if quota == "max" else int(quota)), int(period)
+    d = Path(next(h.mount for h in hs if "cpu" in h.controllers)) / cgroup_path.lstrip("/")
+    return int((d / "cpu.cfs_quota_us").read_text()), int((d / "cpu.cfs_period_us").read_text())
+
+
+def test_the_pods_host_cgroup_has_its_members_cpu_quotas_together(kata: Kata, cid: str,
+                                                                  bundle: Callable[..., Path], request: Any) -> None:
+    """As Kata 1.x's sandbox cgroup: the pod's host cgroup (the pause container's cgroupsPath) takes
+    the sum of its workload containers' quotas (scaled to the longest period), again when one is
+    updated or leaves; with none left it has no limit."""
+    pod, c1, c2 = cid, f"{cid}-a", f"{cid}-b"
+    request.node.extra_ids = [c1, c2]
+    path = f"/kata-test-{pod}/{pod}"
+
+    def spec(args: list[str], ann: dict[str, str], cpu: dict[str, int] | None, cg: str) -> Path:
+        b = _pod_bundle(bundle, args, ann)
+        s = json.loads((b / "config.json").read_text())
+        s["linux"]["cgroupsPath"] = cg
+        if cpu is not None:
+            s["linux"]["resources"] = {"cpu": cpu}
+        (b / "config.json").write_text(json.dumps(s))
+        return b
+
+    kata.ok("create", "--bundle", str(spec(["sleep", "1000"], {CRI_TYPE: "sandbox"}, {"shares": 2}, path)), pod)
+    kata.ok("start", pod)
+    assert _host_cpu_limit(path)[0] == -1  # the pause container asks for no quota
+    member = {CRI_TYPE: "container", CRI_SANDBOX: pod}
+    kata.ok("create", "--bundle", str(spec(["sleep", "1000"], member, {"quota": 50000, "period": 100000},
+                                           f"/kata-test-{pod}/{c1}")), c1)
+    assert _host_cpu_limit(path) == (50000, 100000)
+    kata.ok("create", "--bundle", str(spec(["sleep", "1000"], member, {"quota": 25000, "period": 50000},
+                                           f"/kata-test-{pod}/{c2}")), c2)
+    assert _host_cpu_limit(path) == (100000, 100000)  # 0.5 + 0.5 CPU
+    kata.ok("update", "--cpu-quota", "150000", c1)
+    assert _host_cpu_limit(path) == (200000, 100000)
+    kata.ok("delete", "--force", c2)
+    assert _host_cpu_limit(path) == (150000, 100000)
+    kata.ok("delete", "--force", c1)
+    assert _host_cpu_limit(path)[0] == -1
+    kata.ok("delete", "--force", pod)
+    assert not sandbox_leftovers(kata.root, pod) and not our_leftovers(pod)

@@ -258,3 +258,13 @@ def test_check_cpuset_names_what_the_host_has() -> None:
 def test_records_round_trip() -> None:
     cg = cgroups.HostCgroup("/a", 1, ["/x/a"], ["/x/a"], "0")
     assert cgroups.HostCgroup.from_json(cg.to_json()) == cg
+
+
+def test_pod_cpu_adds_the_members_quotas_as_kata_1x() -> None:
+    from kata_runtime.cgroups import pod_cpu
+
+    assert pod_cpu([]) == {"quota": -1}
+    assert pod_cpu([{"shares": 512}, {}]) == {"quota": -1, "shares": 512}
+    assert pod_cpu([{"quota": 50000, "period": 100000}, {"quota": 25000, "period": 50000}, {"shares": 2}]) == {
+        "quota": 100000, "period": 100000, "shares": 2}
+    assert pod_cpu([{"quota": 30000}, {"quota": 1, "period": 3}]) == {"quota": 63334, "period": 100000}
