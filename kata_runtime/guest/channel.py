@@ -37,6 +37,11 @@ if TYPE_CHECKING:  # not at run time: importing typing costs the agent's start ~
 
 READ_SIZE = 64 * 1024
 GRPC_PREFACE = b"PRI "
+# A virtio-serial read returns at most one of the port's 4 KiB buffers: the channel is read with
+# readv into PIECE-sized slices of one buffer, up to READ_PIECES of them a system call.
+PIECE = 4096
+READ_PIECES = 64
+CHANNEL_BUF = mux.HEADER_SIZE + mux.MAX_PAYLOAD + 2 * READ_PIECES * PIECE  # room for the largest frame
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 
@@ -57,7 +62,7 @@ class Stream:
         self.sock: socket.socket | None = None
         self.sock_out = bytearray()
         # shim session
-        self.decoder = shimproto.Decoder()
+        self.decoder = shimproto.Decoder(split=(shimproto.STDIN,))  # stdin bytes go to the pipe uncopied
         self.proc: Process | None = None
         self.stdin_buf = bytearray()
         self.stdin_eof = False
@@ -107,9 +112,12 @@ class ChannelServer:
         self.containers = containers
         self.service: Any = None
         self.sel = selectors.DefaultSelector()
-        self.decoder = mux.Decoder()
         self.streams: dict[int, Stream] = {}
         self.out = bytearray()
+        self._rbuf = bytearray(CHANNEL_BUF)
+        view = memoryview(self._rbuf)
+        self._pieces = [view[i:i + PIECE] for i in range(0, CHANNEL_BUF, PIECE)]
+        self._rstart = self._rend = 0  # the bytes of ``_rbuf`` read and not parsed yet
         self.flow_control = False  # on when the proxy's RESET says it sends WINDOW frames
         self._calls: deque[Callable[[], None]] = deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -204,21 +212,41 @@ class ChannelServer:
         if not self.out:
             self.sel.modify(self.fd, READ, ("channel", None))
 
-    def _channel_readable(self) -> None:
+    def _read_channel(self) -> list[tuple[int, int, memoryview]]:
+        """Read what the channel has into ``_rbuf`` and return its complete frames, whose payloads
+        are views of ``_rbuf``: valid until the next read. The unparsed rest of a frame is moved
+        so that it ends on a PIECE boundary, where the next readv continues."""
+        start, end = self._rstart, self._rend
+        if start == end:
+            start = end = 0
+        elif end % PIECE or CHANNEL_BUF - end < READ_PIECES * PIECE:
+            n = end - start
+            to = -n % PIECE
+            self._rbuf[to:to + n] = self._rbuf[start:end]
+            start, end = to, to + n
+        first = end // PIECE
+        self._rstart, self._rend = start, end
         try:
-            data = os.read(self.fd, 256 * 1024)
+            got = os.readv(self.fd, self._pieces[first:first + READ_PIECES])
         except (BlockingIOError, InterruptedError):
-            return
+            return []
         except OSError as e:
             if e.errno == errno.ENXIO:  # host end not connected yet
-                return
+                return []
             raise
-        if not data:
+        if not got:
             # virtio-serial reads EOF (and polls HUP) while no host end is connected; the next
             # proxy sends RESET. Do not spin meanwhile.
             time.sleep(0.05)
-            return
-        for ftype, sid, payload in self.decoder.feed(data):
+            return []
+        end += got
+        frames: list[tuple[int, int, memoryview]] = []
+        pos, _skipped = mux.parse(self._rbuf, start, end, frames)
+        self._rstart, self._rend = pos, end
+        return frames
+
+    def _channel_readable(self) -> None:
+        for ftype, sid, payload in self._read_channel():
             if ftype == mux.OPEN:
                 self.streams[sid] = Stream(self, sid)
             elif ftype == mux.DATA:
@@ -243,12 +271,12 @@ class ChannelServer:
                 for st in list(self.streams.values()):
                     self._close_stream(st, notify=False)
                 self.out.clear()
-                self.flow_control = mux.FEATURE_WINDOW in payload
+                self.flow_control = mux.FEATURE_WINDOW in bytes(payload)
                 if self.flow_control:  # say that we acknowledge too
                     self.send_frame(mux.encode(mux.RESET, 0, mux.FEATURE_WINDOW))
 
     # -- streams ------------------------------------------------------------------------------
-    def _stream_data(self, st: Stream, data: bytes) -> None:
+    def _stream_data(self, st: Stream, data: bytes | memoryview) -> None:
         if not st.kind:
             st.pending += data
             if len(st.pending) < 4:
@@ -347,7 +375,7 @@ class ChannelServer:
         st.sock = sock
         self.refresh(st)
 
-    def _bridge_write(self, st: Stream, data: bytes) -> None:
+    def _bridge_write(self, st: Stream, data: bytes | memoryview) -> None:
         if st.sock is None:  # the server is starting
             st.sock_out += data
             return
@@ -393,6 +421,7 @@ class ChannelServer:
 
     # -- shim sessions -----------------------------------------------------------------------
     def _shim_message(self, st: Stream, mtype: int, payload: bytes) -> None:
+        """One message of a shim's stream; a STDIN payload may be a view of the channel buffer."""
         if mtype == shimproto.HELLO:
             try:
                 cid, exec_id, _tty = shimproto.parse_hello(payload)
@@ -483,7 +512,7 @@ class ChannelServer:
         if proc.session is st:
             proc.session = None
 
-    def _stdin_write(self, st: Stream, data: bytes) -> None:
+    def _stdin_write(self, st: Stream, data: bytes | memoryview) -> None:
         proc = st.proc
         if proc is None or proc.stdin_fd is None:
             return
@@ -528,6 +557,7 @@ class ChannelServer:
         proc = st.proc
         if st.blocked:
             return
+        mtype = shimproto.STDERR if proc is not None and fd == proc.stderr_fd else shimproto.STDOUT
         try:
             data = os.read(fd, READ_SIZE)
         except BlockingIOError:
@@ -535,7 +565,7 @@ class ChannelServer:
         except OSError:
             data = b""  # EIO from a pty whose slave side is gone
         if data:
-            st.send_msg(shimproto.STDERR if proc is not None and fd == proc.stderr_fd else shimproto.STDOUT, data)
+            st.send_msg(mtype, data)
             return
         self._watch(fd, 0, None)
         st.open_outputs.discard(fd)

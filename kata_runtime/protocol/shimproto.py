@@ -98,29 +98,74 @@ def parse_resize(payload: bytes) -> tuple[int, int]:
 class Decoder:
     """Incremental message decoder. ``limit``: the longest payload the peer may send (0: any); a
     longer length is refused (ValueError) before its bytes are held, so that a peer that is not
-    trusted cannot make us buffer without bound."""
+    trusted cannot make us buffer without bound. Messages of the types in ``split`` (stdio bytes)
+    are not held until complete: each piece is returned as it arrives, as a view of the fed
+    buffer (no copy: use it before the buffer is reused), so that their payload is never copied."""
 
-    def __init__(self, limit: int = 0) -> None:
+    def __init__(self, limit: int = 0, split: tuple[int, ...] = ()) -> None:
         self._buf = bytearray()
         self.limit = limit
+        self._split = split
+        self._split_type = 0
+        self._split_left = 0  # bytes of a split message's payload still to come
 
     def pending(self) -> int:
         """Bytes of an incomplete message held back."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Message]:
-        self._buf += data
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         out: list[Message] = []
+        view = memoryview(data)
+        pos, end = 0, len(view)
         buf = self._buf
-        pos = 0
-        while len(buf) - pos >= HEADER_SIZE:
-            mtype, length = HEADER.unpack_from(buf, pos)
-            if self.limit and length > self.limit:
-                raise ValueError(f"a message of {length} bytes (type {mtype})")
-            end = pos + HEADER_SIZE + length
-            if end > len(buf):
+        while pos < end:
+            if self._split_left:
+                take = min(self._split_left, end - pos)
+                out.append((self._split_type, view[pos:pos + take]))  # type: ignore[arg-type]
+                self._split_left -= take
+                pos += take
+                continue
+            if buf:  # complete what was held back: its header first, then (unsplit) its payload
+                if len(buf) < HEADER_SIZE:
+                    take = min(HEADER_SIZE - len(buf), end - pos)
+                    buf += view[pos:pos + take]
+                    pos += take
+                    if len(buf) < HEADER_SIZE:
+                        break
+                mtype, length = self._header(buf, 0)
+                if mtype in self._split:
+                    buf.clear()
+                    self._start_split(mtype, length, out)
+                    continue
+                take = min(HEADER_SIZE + length - len(buf), end - pos)
+                buf += view[pos:pos + take]
+                pos += take
+                if len(buf) == HEADER_SIZE + length:
+                    out.append((mtype, bytes(buf[HEADER_SIZE:])))
+                    buf.clear()
+                continue
+            if end - pos < HEADER_SIZE:
+                buf += view[pos:end]
                 break
-            out.append((mtype, bytes(buf[pos + HEADER_SIZE:end])))
-            pos = end
-        del buf[:pos]
+            mtype, length = self._header(view, pos)
+            pos += HEADER_SIZE
+            if mtype in self._split:
+                self._start_split(mtype, length, out)
+            elif end - pos >= length:
+                out.append((mtype, bytes(view[pos:pos + length])))
+                pos += length
+            else:
+                buf += view[pos - HEADER_SIZE:end]
+                break
         return out
+
+    def _header(self, buf: bytearray | memoryview, pos: int) -> tuple[int, int]:
+        mtype, length = HEADER.unpack_from(buf, pos)
+        if self.limit and length > self.limit:
+            raise ValueError(f"a message of {length} bytes (type {mtype})")
+        return int(mtype), int(length)
+
+    def _start_split(self, mtype: int, length: int, out: list[Message]) -> None:
+        self._split_type, self._split_left = mtype, length
+        if not length:
+            out.append((mtype, b""))
