@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # not at run time: importing typing costs the agent's start ~
     from collections.abc import Callable
     from typing import Any
 
-READ_SIZE = 64 * 1024
+READ_SIZE = mux.CHUNK  # of a process's output or a gRPC socket, at a time
 GRPC_PREFACE = b"PRI "
 # A virtio-serial read returns at most one of the port's 4 KiB buffers: the channel is read with
 # readv into PIECE-sized slices of one buffer, up to READ_PIECES of them a system call.
