@@ -156,6 +156,8 @@ def test_ping_fails_without_cap_net_raw(run: RunBoth) -> None:
     ours, theirs = run("ping -c 1 -W 1 127.0.0.1; echo rc=$?", _caps_without("CAP_NET_RAW"))
     assert same((ours, theirs))[-1] == "rc=1"
     assert "ping: permission denied (are you root?)" in ours.err, ours.err
+    with_it = run("ping -c 1 -W 1 127.0.0.1 >/dev/null; echo rc=$?", _caps_without("CAP_MKNOD"))  # the control
+    assert same(with_it) == ["rc=0"]
 
 
 @pytest.mark.parametrize("value", [True, False])
@@ -272,38 +274,32 @@ def test_seccomp_errno_blocks_mkdir_and_allows_the_rest(run: RunBoth) -> None:
 
 # -- devices --------------------------------------------------------------------------------------
 
-MYNULL = {"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o620, "uid": 0, "gid": 0}
-
-
-def _device(allow: bool) -> Callable[[Spec], None]:
+def _device(path: str, minor: int, allow: bool = False) -> Callable[[Spec], None]:
+    """A char device 1:``minor`` at ``path`` (mode 0620); with ``allow``, a rule allowing it after
+    runc's spec's first rule, which denies all devices."""
     def edit(spec: Spec) -> None:
-        spec["linux"]["devices"] = [MYNULL]
-        spec["linux"]["resources"]["devices"].append({"allow": allow, "type": "c", "major": 1, "minor": 3,
-                                                      "access": "rwm"})
+        spec["linux"]["devices"] = [{"path": path, "type": "c", "major": 1, "minor": minor, "fileMode": 0o620,
+                                     "uid": 0, "gid": 0}]
+        if allow:
+            spec["linux"]["resources"]["devices"].append({"allow": True, "type": "c", "major": 1, "minor": minor,
+                                                          "access": "rwm"})
     return edit
 
 
 def test_a_device_of_the_spec_exists_with_its_numbers_and_mode(run: RunBoth) -> None:
     assert same(run("stat -c '%F %t:%T %a' /dev/mynull; echo x > /dev/mynull && echo written",
-                    _device(allow=True))) == ["character special file 1:3 620", "written"]
+                    _device("/dev/mynull", 3))) == ["character special file 1:3 620", "written"]
 
 
 def test_a_device_rule_denying_it_makes_it_unusable(run: RunBoth) -> None:
-    # c 1:3 is on the list of devices runc (and the guest's crun) always allow after the spec's rules, so a
-    # rule cannot deny /dev/null: /dev/kmsg (c 1:11) is not on it. The spec's device rules: deny all, then ours
-    def kmsg(allow: bool) -> Callable[[Spec], None]:
-        def edit(spec: Spec) -> None:
-            spec["linux"]["devices"] = [{**MYNULL, "path": "/dev/mykmsg", "minor": 11}]
-            if allow:
-                spec["linux"]["resources"]["devices"].append({"allow": True, "type": "c", "major": 1, "minor": 11,
-                                                              "access": "rwm"})
-        return edit
-
+    # c 1:3 is on the list of devices runc (and the guest's crun) always allow after the spec's rules, so no
+    # rule can deny /dev/null: /dev/kmsg (c 1:11) is not on it, and runc's spec denies all devices first
     script = "ls /dev/mykmsg; echo kata-runtime test_spec_fields > /dev/mykmsg; echo rc=$?"
-    ours, theirs = run(script, kmsg(allow=False))
+    ours, theirs = run(script, _device("/dev/mykmsg", 11))
     assert same((ours, theirs)) == ["/dev/mykmsg", "rc=1"]
     assert "Operation not permitted" in ours.err, ours.err
-    assert same(run(script, kmsg(allow=True))) == ["/dev/mykmsg", "rc=0"]  # the control: allowed, it works
+    allowed = run(script, _device("/dev/mykmsg", 11, allow=True))  # the control: allowed, it works
+    assert same(allowed) == ["/dev/mykmsg", "rc=0"]
 
 
 # -- namespaces and root --------------------------------------------------------------------------
