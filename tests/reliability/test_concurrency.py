@@ -104,6 +104,33 @@ def test_racing_calls_on_one_id(kata: Kata, cid: str, bundle, template_config: P
     assert not settled(lambda: leftovers(kata, cid))
 
 
+def test_exec_during_kill(kata: Kata, cid: str, bundle, template_config: Path) -> None:
+    """``exec`` calls racing a ``kill ID KILL`` of the container: each ends (no hang) with its
+    process's status (0; 137 for one killed with the container) or a refusal in one clear line in
+    runc's words; the container ends stopped and ``delete`` leaves nothing."""
+    kata.config = template_config
+    kata.ok("run", "--detach", "--bundle", str(bundle(["sleep", "1000"])), cid)
+    with ThreadPoolExecutor(5) as pool:
+        execs = [pool.submit(kata, "exec", cid, "sleep", "3", timeout=120) for _ in range(2)]
+        execs += [pool.submit(kata, "exec", cid, "true", timeout=120) for _ in range(2)]
+        time.sleep(0.5)  # the first execs are on their way, or running
+        kill = pool.submit(kata, "kill", cid, "KILL", timeout=120)
+        results = [f.result() for f in execs]
+        assert kill.result().rc == 0, kill.result().err
+    print("exec statuses during kill:", [r.rc for r in results])
+    for r in results:
+        if r.rc in (0, 137):
+            continue
+        line = one_clear_line(r, cid)
+        assert any(w in line for w in (*RACE_WORDS, "cannot exec in a stopped container")), (r.rc, line)
+    deadline = time.monotonic() + 30
+    while json.loads(kata.ok("state", cid).out)["status"] != "stopped":
+        assert time.monotonic() < deadline, "the container did not stop after kill KILL"
+        time.sleep(0.2)
+    kata.ok("delete", cid)
+    assert not settled(lambda: leftovers(kata, cid))
+
+
 def test_state_does_not_wait_behind_a_cold_boot(kata: Kata, cid: str, bundle) -> None:
     """``state`` during a cold create (the VM boots, ~10 s, under the sandbox's lock) answers at
     once, "creating", again and again while the boot goes on: it takes no lock."""
