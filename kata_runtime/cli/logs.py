@@ -158,11 +158,29 @@ class _LazyStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+class _QmpTransportFilter(logging.Filter):
+    """qemu.qmp logs its reader's and writer's transport errors (``Task.Reader: ConnectionResetError``
+    when QEMU exits, as when a template's device state fails to load) at error level, and then
+    raises them to its caller: we report each failure once, in our words. Its lines become debug
+    lines, kept only with ``--debug``."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("qemu.qmp"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.debug
+
+
 def setup_logging(target: LogTarget, debug: bool) -> None:
     """Route Python logging (ours and the libraries') to ``target``: debug lines of kata_runtime
-    with ``--debug``, warnings and errors of everything always."""
+    with ``--debug``, warnings and errors of everything always (qemu.qmp's as debug lines)."""
     handler = _LazyStreamHandler(target)
     handler.setFormatter(LogrusFormatter(target.format))
+    handler.addFilter(_QmpTransportFilter(debug))
     root = logging.getLogger()
     for old in list(root.handlers):
         if isinstance(old, _LazyStreamHandler):

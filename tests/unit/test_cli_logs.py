@@ -91,3 +91,28 @@ def test_formatter_puts_a_traceback_in_one_line(utc: None) -> None:
 def test_bad_log_format() -> None:
     with pytest.raises(KataError, match="^invalid log-format: xml$"):
         LogTarget("/tmp/x", "xml")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_qmp_transport_errors_are_debug_lines(tmp_path, debug: bool) -> None:  # type: ignore[no-untyped-def]
+    """qemu.qmp's own error lines (it raises the same failure to us, and we report it) are debug
+    lines: absent without --debug, present as level debug with it; our errors stay errors."""
+    from kata_runtime.cli.logs import setup_logging
+
+    path = tmp_path / "log.json"
+    root = logging.getLogger()
+    before = list(root.handlers), root.level, logging.getLogger("kata_runtime").level
+    try:
+        setup_logging(LogTarget(str(path), "json"), debug)
+        logging.getLogger("qemu.qmp.protocol").error("Task.Reader: ConnectionResetError: reset")
+        logging.getLogger("kata_runtime.sandbox").error("ours")
+        for h in root.handlers:
+            h.flush()
+    finally:
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+        logging.getLogger("kata_runtime").setLevel(before[2])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    levels = {line["msg"]: line["level"] for line in lines}
+    assert levels.pop("ours") == "error"
+    assert levels == ({"Task.Reader: ConnectionResetError: reset": "debug"} if debug else {})
