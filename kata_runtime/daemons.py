@@ -40,8 +40,12 @@ def _wait_ready(rfd: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
         return ""
     if data[:1] == b"E":
         return data[1:].decode(errors="replace")
-    proc.poll()
-    return f"exited with status {proc.returncode}" if proc.returncode is not None else "closed its ready pipe"
+    try:  # the pipe closes as it exits: give the kernel a moment to say how
+        proc.wait(1.0)
+    except subprocess.TimeoutExpired:
+        return "closed its ready pipe"
+    rc = proc.returncode
+    return f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
 
 
 def _start_daemon(name: str, argv: list[str], log: Path, sandbox: str, netns: str | None = None) -> ProcRef:
@@ -135,7 +139,9 @@ def start_shim(container: str, exec_id: str, proxy_socket: Path, *, detach: bool
     if problem:
         kill(ProcRef.of(proc.pid), graceful=False)
         proc.wait()
-        raise ShimError(problem.removeprefix("kata-shim: "), container=container, step=step)
+        # its own words name it already ("kata-shim: container C process P: cannot attach: ...")
+        said = problem.removeprefix("kata-shim: ") if problem.startswith("kata-shim: ") else f"kata-shim {problem}"
+        raise ShimError(said, container=container, step=step)
     return proc
 
 
@@ -186,6 +192,26 @@ def send_console(console_socket: Path, cid: str, step: str) -> int:
     finally:
         os.close(master)
     return slave
+
+
+def kill_network_syncs(root: Path, sandbox: str) -> None:
+    """SIGKILL every ``kata-runtime kata-network sync`` that kata-netmon started for ``sandbox``
+    (of state root ``root``), its own or orphaned (kata-netmon killed mid-sync).
+
+    Called with the sandbox's lock held, while it is destroyed: a sync then waits for that lock and
+    has changed nothing yet, but it sits in the sandbox's host cgroup, which could not be removed
+    while it lived (and it would wait for the lock until the destroy gave up on the cgroup)."""
+    tail = [b"kata-network", b"sync", sandbox.encode()]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if argv[-3:] == tail and b"--root" in argv and argv[argv.index(b"--root") + 1:][:1] == [str(root).encode()]:
+            kill(ProcRef.of(int(entry)), graceful=False)
 
 
 def kill_exact(pid: int, marker: bytes) -> None:

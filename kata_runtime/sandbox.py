@@ -505,7 +505,9 @@ class Sandbox:
         if self._agent is not None:
             self._agent.close()
             self._agent = None
-        daemons.kill(self.rec.netmon)
+        if self.rec.netmon is not None:
+            daemons.kill(self.rec.netmon)
+            daemons.kill_network_syncs(self.store.root, self.id)
         for c in self.rec.containers.values():
             for ref in [c.shim, *(e.shim for e in c.execs.values())]:
                 daemons.kill(ref, graceful=False)

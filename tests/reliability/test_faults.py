@@ -9,12 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 import kata_runtime.faults  # noqa: F401 - imported (and its variable read) before a test sets one
 from kata_runtime.faults import FAULT
 from tests.conftest import our_leftovers
+from tests.oci.conftest import _toml
+from tests.oci.test_network import namespace_view, netns, use_netns  # noqa: F401 - netns is a fixture
 from tests.reliability.helpers import Kata, ensure_template, leftovers, one_clear_line, settled
 
 # no command makes more acquisitions than this: a loop that gets here has lost its way
@@ -43,15 +48,42 @@ def create_args(b: Path, tmp_path: Path, cid: str) -> list[str]:
     return ["create", "--bundle", str(b), "--pid-file", str(tmp_path / "init.pid"), cid]
 
 
+def ours_in_namespace(name: str) -> list[str]:
+    """Taps, macvtaps, ingress qdiscs and tc filters of ours in network namespace ``name``."""
+    import subprocess
+
+    def run(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    left = [f"link: {line.split(':')[1].strip()}" for line in run("ip", "-n", name, "-o", "link", "show").splitlines()
+            if "_kata" in line]
+    left += [f"qdisc: {line}" for line in run("tc", "-n", name, "qdisc", "show").splitlines() if "ingress" in line]
+    filters = run("tc", "-n", name, "filter", "show", "dev", "eth0", "ingress")
+    left += [f"filter: {line}" for line in filters.splitlines() if line.strip()]
+    return left
+
+
+@pytest.mark.parametrize("network", ["own", "veth"])
 def test_every_acquisition_of_create_fails_cleanly(kata: Kata, cid: str, bundle, tmp_path: Path,
-                                                   template_config: Path) -> None:
+                                                   template_config: Path, network: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    """``own``: the spec asks for a new network namespace (we make it); ``veth``: it names the
+    engine's, with a veth in it (a tap and tc filters of ours beside it, given back on every
+    failure, and the namespace's interface as it was)."""
     kata.config = template_config
     b = bundle(["sleep", "1000"])
+    name = ""
+    if network == "veth":
+        name = request.getfixturevalue("netns")
+        use_netns(b, f"/run/netns/{name}")
+        before = namespace_view(name)
     sites = traced(tmp_path, lambda: kata.ok(*create_args(b, tmp_path, cid)))
     kata.ok("delete", "--force", cid)
-    for must in ("state-dir", "socket-dir", "record", "netns", "qemu", "qemu-pidfile", "kata-proxy", "mount",
-                 "kata-shim", "kata-netmon", "pid-file"):
-        assert must in sites, f"create does not pass {must}: {sites}"
+    must = ["state-dir", "socket-dir", "record", "qemu", "qemu-pidfile", "kata-proxy", "mount", "kata-shim",
+            "kata-netmon", "pid-file"]
+    must += ["tap"] if network == "veth" else ["netns"]
+    for site in must:
+        assert site in sites, f"create does not pass {site}: {sites}"
     survived = []
     for n in range(1, len(sites) + 2):
         seen = len(kata.log_messages())
@@ -72,8 +104,10 @@ def test_every_acquisition_of_create_fails_cleanly(kata: Kata, cid: str, bundle,
             line = one_clear_line(r, cid)
             assert f"fault injected at {sites[n - 1]} " in line, (n, line, sites)
             assert "does not exist" in kata("state", cid).err
-        left = settled(lambda: leftovers(kata, cid))
+        left = settled(lambda: leftovers(kata, cid) + (ours_in_namespace(name) if name else []))
         assert not left, f"create with a fault at {sites[n - 1:n]} (#{n}) left:\n" + "\n".join(left)
+        if name:
+            assert namespace_view(name) == before, f"create with a fault at {sites[n - 1:n]} (#{n})"
         ensure_template(template_config)
     assert survived[-1:] == [""], f"create failed with no fault injected: {r.err}"
     assert set(survived) <= {"", "qemu", "qemu-pidfile", "kata-proxy"}, survived
@@ -157,3 +191,31 @@ def test_the_switch() -> None:
     assert _switch("a:2", calls).startswith("OSError: [Errno 5] fault injected at a (KATA_FAULT=a:2)")
     assert _switch("b:2", calls) == "none"
     assert _switch("3", "import os\nprint(os.environ.get('KATA_FAULT'))") == "None"
+
+
+def _stand_in(path: Path, body: str) -> Path:
+    """An executable named like our daemon (so the leak check sees it) that runs ``body``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/usr/bin/python3 -S\nimport sys, time\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_daemons_that_never_say_ready(kata: Kata, cid: str, bundle, tmp_path: Path, template_config: Path) -> None:
+    """A kata-proxy or kata-shim that hangs before it is ready, or exits, fails ``create`` with
+    one line naming it and why; it is killed, and the VM and all the rest are given back."""
+    b = bundle(["sleep", "1000"])
+    hang = "time.sleep(1000)"
+    for daemon, body, words in (("proxy", hang, "kata-proxy not ready within 10s"),
+                                ("shim", "sys.exit(3)", "kata-shim exited with status 3"),
+                                ("shim", hang, "kata-shim not ready within 30s")):
+        program = _stand_in(tmp_path / daemon / f"kata-{daemon}", body)
+        data = tomllib.loads(template_config.read_text())
+        data[daemon]["kata"]["path"] = str(program)
+        kata.config = tmp_path / daemon / "configuration.toml"
+        kata.config.write_text("\n".join(_toml(data)) + "\n")
+        line = one_clear_line(kata(*create_args(b, tmp_path, cid)), cid)
+        assert words in line, (daemon, body, line)
+        assert "does not exist" in kata("state", cid).err
+        left = settled(lambda: leftovers(kata, cid))
+        assert not left, f"a kata-{daemon} that does {body!r} left:\n" + "\n".join(left)
