@@ -4,9 +4,10 @@ template, with the host sampled before and after: MemAvailable, the host's open 
 the runtime's processes, network namespaces and mounts of ours. Nothing may grow.
 
     python benchmarks/soak.py            # 500 lifecycles
-    python benchmarks/soak.py --short    # 50 (CI)
+    python benchmarks/soak.py --short    # 50 (CI, as a section of suite.py --short)
 
-Prints one JSON object; exits 1 when a lifecycle failed or something grew.
+Prints one JSON object (and writes it to --json, its table to --markdown); exits 1 when a
+lifecycle failed or something grew.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ def main() -> int:
     ap.add_argument("--short", action="store_true", help="50 lifecycles")
     ap.add_argument("--runtime", default=default_runtime())
     ap.add_argument("--no-template", action="store_true", help="boot every VM cold")
+    ap.add_argument("--json", type=Path, help="write the result here too")
+    ap.add_argument("--markdown", type=Path, help="write its table here")
+    ap.add_argument("--runc", help="(suite.py passes it to every benchmark; the soak runs no runc container)")
     args = ap.parse_args()
     n = 50 if args.short else args.n
     with tempfile.TemporaryDirectory(prefix="kata-soak-") as tmp_dir, \
@@ -129,8 +133,32 @@ def main() -> int:
     result: dict[str, Any] = {"lifecycles": n, "seconds": round(took, 1), "per_lifecycle_s": round(took / n, 2),
                               "failures": len(failures), "first_failures": failures[:5], "before": before,
                               "after": after, "growth": growth, "grew": grew}
+    result["template"] = not args.no_template
     print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.markdown:
+        args.markdown.write_text(render(result))
     return 1 if failures or grew else 0
+
+
+LABELS = {"mem_available_mb": "host MemAvailable (MB)", "host_open_files": "host open files (file-nr)",
+          "our_processes": "our processes (QEMU, proxy, shim, netmon)", "our_fds": "their open fds",
+          "netns": "network namespaces of ours", "mounts": "mounts of ours"}
+
+
+def render(r: dict[str, Any]) -> str:
+    """The soak's table: each sample before and after, and whether it grew beyond its slack."""
+    mode = "VMs from a template" if r.get("template", True) else "cold boots"
+    lines = [f"{r['lifecycles']} lifecycles (create, start, exec `true`, kill, delete; {mode}) in {r['seconds']} s, "
+             f"{r['per_lifecycle_s']} s each; {r['failures']} failed"
+             + (f" (first: {'; '.join(r['first_failures'])})" if r["failures"] else "") + ".", "",
+             "| sampled | before | after | growth | allowed |", "| --- | ---: | ---: | ---: | ---: |"]
+    for k, label in LABELS.items():
+        allowed = f"-{SLACK[k]}" if k == "mem_available_mb" else f"+{SLACK[k]}"
+        lines.append(f"| {label} | {r['before'][k]} | {r['after'][k]} | {r['growth'][k]:+d} | {allowed} |")
+    lines += ["", "Nothing grew." if not r["grew"] else f"GREW: {r['grew']}.", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ Sections, in this order:
 - ``density``: N idle sandboxes one after another, N = 1, 5, 10, 25, 50, from a template, cold,
   and runc beside them (``density.py``);
 - ``engines``, ``pods``, ``network``: ``engines.py``, ``pods.py``, ``network.py`` run as they are
-  (docker and containerd's CRI on top of kata-runtime; TCP and volumes), their results kept.
+  (docker and containerd's CRI on top of kata-runtime; TCP and volumes), their results kept;
+- ``soak``: ``soak.py``, 500 lifecycles from a template (50 with ``--short``), the host sampled
+  before and after: nothing may grow.
 
 ``--short`` (CI): one repetition, small transfers, density N = 1, 3 from the template (and runc),
-the other benchmarks in their own short modes. A benchmark, not a test: exit 1 only when a run
+the other benchmarks (the soak too) in their own short modes. A benchmark, not a test: exit 1 only when a run
 failed or something was left behind, never because a number misses its goal. Everything it starts
 is removed at the end, also on failure, Ctrl-C or SIGTERM. See benchmarks/README.md.
 """
@@ -56,8 +58,8 @@ from benchmarks.common import (  # noqa: E402
 )
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("start", "latency", "density", "engines", "pods", "network")
-OTHERS = ("engines", "pods", "network")  # separate programs with daemons of their own
+SECTIONS = ("start", "latency", "density", "engines", "pods", "network", "soak")
+OTHERS = ("engines", "pods", "network", "soak")  # separate programs (daemons of their own; the soak's template)
 GOAL_CLI_RSS_MB = 27.6  # the peer's `create` peak RSS
 PEER_RUN_MEDIAN = 8.89  # s, Kata 1.12.1 `run` of `true` on our guest kernel (DESIGN.md section 10; another day)
 say = progress("suite")
@@ -322,6 +324,10 @@ def _render_other(name: str, r: dict[str, Any]) -> str:
             from benchmarks import network
 
             return network.render(r) + status
+        if name == "soak":
+            from benchmarks import soak
+
+            return soak.render(r) + status
         mod: Any
         if name == "engines":
             from benchmarks import engines as mod
