@@ -666,8 +666,11 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
         from kata_runtime.oci.guest_spec import guest_process
 
         sandbox = ctx.sandbox(rec)
+        phase("exec_locked")
         sandbox.agent(cid).exec_process(cid, exec_id, guest_process(process))
+        phase("exec_in_guest")
         shim = _start_shim(cid, exec_id, sandbox, detach, tty, console_socket, process.get("args") or [], "exec")
+        phase("exec_shim_started")
         sandbox.join_cgroup(ProcRef.of(shim.pid))
         if pid_file is not None:
             try:
@@ -681,7 +684,9 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
             sandbox.save()
     if detach:
         return 0
-    return _wait_forwarding_signals(shim)
+    status = _wait_forwarding_signals(shim)
+    phase("exec_exited")
+    return status
 
 
 def _transition(opts: RuntimeOptions, cid: str, step: str, legal: Callable[[Status], bool], refusal: str,
