@@ -684,9 +684,9 @@ def exec_process(opts: RuntimeOptions, cid: str, process: dict[str, Any], *, det
             sandbox.save()
     if detach:
         return 0
-    status = _wait_forwarding_signals(shim)
+    code = _wait_forwarding_signals(shim)
     phase("exec_exited")
-    return status
+    return code
 
 
 def _transition(opts: RuntimeOptions, cid: str, step: str, legal: Callable[[Status], bool], refusal: str,

@@ -61,7 +61,8 @@ def test_suite_short_defaults_and_bad_sections() -> None:
     a = suite.parse_args(["--short"])
     assert (a.repeat, a.checkpoints, a.modes) == (1, (1, 3), ["kata_tpl", "runc"])
     full = suite.parse_args(["--skip", "engines,pods"])
-    assert full.checkpoints == (1, 5, 10, 25, 50) and full.sections == ["start", "latency", "density", "network"]
+    assert full.checkpoints == (1, 5, 10, 25, 50)
+    assert full.sections == ["start", "latency", "density", "network", "soak"]
     with pytest.raises(SystemExit):
         suite.parse_args(["--only", "startup"])
     with pytest.raises(SystemExit):
