@@ -194,6 +194,15 @@ def send_console(console_socket: Path, cid: str, step: str) -> int:
     return slave
 
 
+def cmdline(pid: int | str) -> list[bytes] | None:
+    """The arguments of process ``pid`` (None when it is gone or not ours to read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:
+        return None
+
+
 def kill_network_syncs(root: Path, sandbox: str) -> None:
     """SIGKILL every ``kata-runtime kata-network sync`` that kata-netmon started for ``sandbox``
     (of state root ``root``), its own or orphaned (kata-netmon killed mid-sync).
@@ -201,25 +210,16 @@ def kill_network_syncs(root: Path, sandbox: str) -> None:
     Called with the sandbox's lock held, while it is destroyed: a sync then waits for that lock and
     has changed nothing yet, but it sits in the sandbox's host cgroup, which could not be removed
     while it lived (and it would wait for the lock until the destroy gave up on the cgroup)."""
-    tail = [b"kata-network", b"sync", sandbox.encode()]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")[:-1]
-        except OSError:
-            continue
+    from kata_runtime.netmon.main import SYNC
+
+    tail = [w.encode() for w in (*SYNC, sandbox)]
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        argv = cmdline(entry) or []
         if argv[-3:] == tail and b"--root" in argv and argv[argv.index(b"--root") + 1:][:1] == [str(root).encode()]:
             kill(ProcRef.of(int(entry)), graceful=False)
 
 
 def kill_exact(pid: int, marker: bytes) -> None:
     """SIGKILL ``pid`` if its command line contains ``marker`` (a pid from a file may be reused)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if marker not in f.read():
-                return
-    except OSError:
-        return
-    kill(ProcRef.of(pid), graceful=False)
+    if marker in b"\0".join(cmdline(pid) or []):
+        kill(ProcRef.of(pid), graceful=False)

@@ -22,6 +22,7 @@ from kata_runtime.protocol import lightargs
 # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
 GROUPS = 0x1 | 0x10 | 0x40 | 0x100 | 0x400
 NETLINK_ROUTE = 0
+SYNC = ("kata-network", "sync")  # the runtime's command kata-netmon runs (daemons.kill_network_syncs finds it)
 SETTLE = 0.3  # seconds of quiet after a notification before syncing (a veth comes in several steps)
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     sync = [args["runtime"], "--root", args["root"]]
     if args["config"] != "-":
         sync += ["--kata-config", args["config"]]
-    sync += ["kata-network", "sync", args["sandbox"]]
+    sync += [*SYNC, args["sandbox"]]
     watch = int(args["watch-pid"])
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_ROUTE)
     sock.bind((0, GROUPS))
