@@ -5,8 +5,9 @@ options: ``agent.log=debug`` (log to the console), ``agent.channel=NAME`` (virti
 default ``agent.channel.0``), ``agent.oci_runtime=PATH`` (the OCI runtime that makes containers:
 crun when the image has it, else runc).
 
-What runs before the first answer is kept small (no gRPC, protobuf, ``logging`` or ``pathlib``):
-the host's first call waits for it. The gRPC server starts on the first gRPC connection.
+What runs before the first answer is kept small: the host's first call waits for it. No gRPC or
+protobuf (the gRPC server starts on the first gRPC connection), and of the standard library only
+C modules (``guest/lite.py``).
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def main() -> None:
     from kata_runtime.guest import glog as log
 
     log.set_debug(opts.get("agent.log") == "debug")
-    import signal
+    import _signal
 
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
     port = find_port(opts.get("agent.channel", DEFAULT_PORT_NAME))
     channel_fd = os.open(port, os.O_RDWR | os.O_CLOEXEC)
 
@@ -90,9 +91,9 @@ def main() -> None:
     channel_holder.append(channel)
     service = AgentService(containers, channel.forget, BOOT_STAMPS, grpc_service.version)
     channel.service = service
-    import threading
+    from kata_runtime.guest import lite
 
-    threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()
+    lite.start_thread(service.warm_up, "warm-up")
     BOOT_STAMPS["agent_serving"] = uptime()
     log.debug("serving on %s", port)
     channel.serve_forever()

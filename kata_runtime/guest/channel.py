@@ -16,17 +16,14 @@ Every fd's selector registration is derived from state in one place, :meth:`Chan
 
 from __future__ import annotations
 
+import _socket
 import errno
-import json
 import os
-import selectors
-import signal
-import socket
-import threading
 import time
-from collections import deque
+from _collections import deque
 
 from kata_runtime.guest import glog as log
+from kata_runtime.guest import lite
 from kata_runtime.guest.containers import AgentFailure, Containers, Process
 from kata_runtime.protocol import mux, shimproto
 
@@ -42,8 +39,9 @@ GRPC_PREFACE = b"PRI "
 PIECE = 4096
 READ_PIECES = 64
 CHANNEL_BUF = mux.HEADER_SIZE + mux.MAX_PAYLOAD + 2 * READ_PIECES * PIECE  # room for the largest frame
-READ = selectors.EVENT_READ
-WRITE = selectors.EVENT_WRITE
+READ = lite.EVENT_READ
+WRITE = lite.EVENT_WRITE
+SIGKILL = 9
 
 
 class Stream:
@@ -59,7 +57,7 @@ class Stream:
         self.received = 0  # DATA payload bytes from the host
         self.acked = 0  # of those, acknowledged to the proxy as delivered
         # gRPC bridge
-        self.sock: socket.socket | None = None
+        self.sock: Any = None  # a _socket.socket
         self.sock_out = bytearray()
         # shim session
         self.decoder = shimproto.Decoder(split=(shimproto.STDIN,))  # stdin bytes go to the pipe uncopied
@@ -111,7 +109,7 @@ class ChannelServer:
         self.grpc_waiting: list[Stream] = []  # streams whose bytes wait for the server to listen
         self.containers = containers
         self.service: Any = None
-        self.sel = selectors.DefaultSelector()
+        self.sel = lite.Selector()
         self.streams: dict[int, Stream] = {}
         self.out = bytearray()
         self._rbuf = bytearray(CHANNEL_BUF)
@@ -325,7 +323,7 @@ class ChannelServer:
                 # shim when ExecSync times out): nobody can wait for it or see its output any more
                 log.info("exec %s of %s lost its shim: killing it", proc.exec_id, proc.container_id)
                 try:
-                    os.kill(proc.pid, signal.SIGKILL)
+                    os.kill(proc.pid, SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
         if notify:
@@ -360,10 +358,10 @@ class ChannelServer:
                         self._close_stream(st, notify=True)
             self.call_soon(ready)
 
-        threading.Thread(target=work, name="grpc-start", daemon=True).start()
+        lite.start_thread(work, "grpc-start")
 
     def _connect_grpc(self, st: Stream) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(self.grpc_path)
         except OSError as e:
@@ -470,7 +468,7 @@ class ChannelServer:
         try:
             if st.calling:
                 raise ValueError("a call is already being served on this stream")
-            msg = json.loads(payload)
+            msg = lite.loads(payload)
             name, request = msg["method"], msg.get("request") or {}
             if not isinstance(name, str) or not isinstance(request, dict):
                 raise ValueError("method must be a string and request an object")
@@ -487,7 +485,7 @@ class ChannelServer:
 
         def work() -> None:
             try:
-                answer = (shimproto.RESULT, json.dumps(fn(request), separators=(",", ":")).encode())
+                answer = (shimproto.RESULT, lite.dumps(fn(request)).encode())
             except AgentFailure as e:
                 answer = (shimproto.FAILED, str(e).encode())
             except Exception as e:  # noqa: BLE001 - a bug: say what, keep serving
@@ -500,7 +498,7 @@ class ChannelServer:
                     st.send_msg(*answer)
             self.call_soon(reply)
 
-        threading.Thread(target=work, name=name, daemon=True).start()
+        lite.start_thread(work, name)
 
     def _detach(self, st: Stream) -> None:
         proc = st.proc
@@ -620,7 +618,5 @@ class ChannelServer:
                     log.exception("channel loop error (%s)", kind)
 
 
-def run_in_thread(server: ChannelServer) -> threading.Thread:
-    t = threading.Thread(target=server.serve_forever, name="channel", daemon=True)
-    t.start()
-    return t
+def run_in_thread(server: ChannelServer) -> None:
+    lite.start_thread(server.serve_forever, "channel")

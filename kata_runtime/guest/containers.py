@@ -6,18 +6,14 @@ far ends the process holds; the channel loop reads and writes them while a kata-
 
 from __future__ import annotations
 
-import ctypes
+import _socket
 import errno
 import fcntl
 import itertools
-import json
 import os
-import socket
-import struct
-import termios
-import threading
 
 from kata_runtime.guest import glog as log
+from kata_runtime.guest import lite
 from kata_runtime.guest.reaper import Reaper
 
 TYPE_CHECKING = False
@@ -85,7 +81,7 @@ class Process:
         self.stdout_fd = stdout_fd  # agent's read end (or the pty master)
         self.stderr_fd = stderr_fd
         self.status: int | None = None
-        self.exited = threading.Event()
+        self.exited = lite.Event()
         self.session: Any = None  # the attached shim session; owned by the channel loop
 
     def close_fds(self) -> None:
@@ -128,7 +124,7 @@ class Containers:
     def __init__(self, reaper: Reaper, on_exit: Callable[[Process], None]) -> None:
         self.reaper = reaper
         self._on_exit = on_exit  # called from the reaper thread when a process exits
-        self._lock = threading.Lock()
+        self._lock = lite.Lock()
         self.containers: dict[str, Container] = {}
 
     # -- helpers ------------------------------------------------------------------------------
@@ -166,13 +162,12 @@ class Containers:
 
     def _run_oci(self, argv: list[str], stdio: tuple[int, int, int]) -> int:
         """Start the OCI runtime with the given stdio; returns its pid (watched via the reaper)."""
-        proc = self.reaper.spawn(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], close_fds=True)
-        return proc.pid
+        return self.reaper.spawn(argv, *stdio)
 
-    def _wait_exit(self, pid: int, console: socket.socket | None = None) -> tuple[int, int | None]:
+    def _wait_exit(self, pid: int, console: Any = None) -> tuple[int, int | None]:
         """Wait for the OCI runtime to exit; with a console socket, also take the pty master it
         sends there (SCM_RIGHTS). Returns (exit status, master fd or None)."""
-        done = threading.Event()
+        done = lite.Event()
         result: list[int] = []
 
         def finished(_pid: int, status: int) -> None:
@@ -185,13 +180,16 @@ class Containers:
             console.settimeout(0.05)
             while master is None and not done.is_set():
                 try:
-                    conn, _ = console.accept()
+                    conn_fd, _ = console._accept()
                 except TimeoutError:
                     continue
-                with conn:
+                conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, conn_fd)
+                try:
                     conn.settimeout(10)
-                    _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+                    _msg, fds = lite.recv_fds(conn, 4096, 1)
                     master = fds[0] if fds else None
+                finally:
+                    conn.close()
         done.wait()
         return result[0], master
 
@@ -208,7 +206,7 @@ class Containers:
             # not under workdir: AF_UNIX paths are limited to 107 bytes and ids may be 64 characters
             os.makedirs(CONSOLE_DIR, exist_ok=True)
             sock_path = f"{CONSOLE_DIR}/{os.getpid()}-{next(_console_serial)}.sock"
-            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            console = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             try:
                 console.bind(sock_path)
                 console.listen(1)
@@ -260,6 +258,9 @@ class Containers:
         """Set the terminal size of a process that has one."""
         if proc.tty and proc.stdin_fd is not None:
             try:
+                import struct
+                import termios  # not at start: a shared library to load
+
                 fcntl.ioctl(proc.stdin_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
             except OSError as e:
                 log.info("resize %s/%s: %s", proc.container_id, proc.exec_id, e)
@@ -275,7 +276,7 @@ class Containers:
         os.makedirs(bundle, exist_ok=True)
         try:
             _userns_view(cid, guest_spec)
-            _write(f"{bundle}/config.json", json.dumps(guest_spec))
+            _write(f"{bundle}/config.json", lite.dumps(guest_spec))
             tty = bool(guest_spec.get("process", {}).get("terminal"))
             argv = ["create", "--bundle", bundle] + (["--no-pivot"] if no_pivot else [])
             init = self._start_process(argv, cid, cid, bundle, tty, _tool())
@@ -307,7 +308,7 @@ class Containers:
         if exec_id in c.processes or exec_id == cid:
             raise AgentFailure(f"container {cid} already has a process {exec_id}")
         path = f"{c.bundle}/exec-{exec_id}.json"
-        _write(path, json.dumps(process))
+        _write(path, lite.dumps(process))
         tty = bool(process.get("terminal"))
         proc = self._start_process(["exec", "--detach", "--process", path], cid, exec_id, c.bundle, tty,
                                    _tool())
@@ -348,7 +349,7 @@ class Containers:
         """Apply new OCI ``linux.resources`` to a container (the OCI runtime's ``update``)."""
         c = self.get(cid)
         path = f"{c.bundle}/resources.json"
-        _write(path, json.dumps(resources))
+        _write(path, lite.dumps(resources))
         self._runc("update", "--resources", path, cid, what=_tool())
 
     def stats(self, cid: str) -> dict[str, Any]:
@@ -362,7 +363,7 @@ class Containers:
         status, out, err = self.reaper.run([RUNC, "--root", RUNC_ROOT, "ps", "--format", "json", cid])
         if status != 0:
             raise AgentFailure(f"{_tool()}: {err.decode(errors='replace').strip()}")
-        return list(json.loads(out or b"[]") or [])
+        return list(lite.loads(out or b"[]") or [])
 
     def ps_table(self, cid: str, args: list[str]) -> bytes:
         """The guest's ``ps`` (busybox: ``-o COLUMNS``), header plus the container's processes."""
@@ -418,8 +419,8 @@ def _userns_view(cid: str, spec: dict[str, Any]) -> None:
     view = f"{USERNS_DIR}/{cid}"
     os.makedirs(view, exist_ok=True)
     os.chmod(USERNS_DIR, 0o755)
-    if _libc().mount(share.encode(), view.encode(), None, MS_BIND | MS_REC, None) != 0:
-        err = ctypes.get_errno()
+    if lite.libc().mount(share.encode(), view.encode(), None, MS_BIND | MS_REC, None) != 0:
+        err = lite.errno_now()
         os.rmdir(view)
         raise AgentFailure(f"bind {share} on {view} for the user namespace: {os.strerror(err)}")
     prefix = share + "/"
@@ -435,17 +436,13 @@ def _drop_userns_view(cid: str) -> None:
     view = f"{USERNS_DIR}/{cid}"
     if not os.path.isdir(view):
         return
-    if _libc().umount2(view.encode(), MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:
-        log.warning("unmount %s: %s", view, os.strerror(ctypes.get_errno()))
+    if lite.libc().umount2(view.encode(), MNT_DETACH) != 0 and lite.errno_now() != errno.EINVAL:
+        log.warning("unmount %s: %s", view, os.strerror(lite.errno_now()))
         return
     try:
         os.rmdir(view)
     except OSError as e:
         log.warning("remove %s: %s", view, e.strerror)
-
-
-def _libc() -> Any:
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def _read_kv(path: str) -> dict[str, int]:
@@ -545,7 +542,7 @@ def _runc_error(stderr: bytes, log_file: str | None) -> str:
         try:
             for line in _read(log_file).splitlines():
                 try:
-                    entry = json.loads(line)
+                    entry = lite.loads(line)
                 except ValueError:
                     continue
                 if entry.get("level") in ("error", "fatal"):

@@ -1,20 +1,18 @@
 """Child reaping for the agent, which is PID 1 (or a subreaper) and so inherits every orphan.
 
 All waiting on children goes through one thread doing ``waitpid(-1)``; nothing else may call
-``wait*`` (subprocess's own wait would race with it and report 0 for a failed command).
+``wait*`` (another wait would race with it and report 0 for a failed command).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import subprocess
-import threading
+
+from kata_runtime.guest import lite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not at run time: importing typing costs the agent's start ~0.1 s under TCG
     from collections.abc import Callable
-    from typing import Any
 
     ExitCallback = Callable[[int, int], None]
 
@@ -31,16 +29,16 @@ class Reaper:
     """Reaps every child; runs callbacks registered for the pids we care about."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = lite.Lock()
         self._waiters: dict[int, list[ExitCallback]] = {}
         self._unclaimed: dict[int, int] = {}  # pid -> status of exits nobody asked for yet
-        self._have_children = threading.Event()
+        self._have_children = lite.Event()
         if os.getpid() != 1:
             try:
-                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+                lite.libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
             except (OSError, AttributeError):
                 pass
-        threading.Thread(target=self._loop, name="reaper", daemon=True).start()
+        lite.start_thread(self._loop, "reaper")
 
     def _loop(self) -> None:
         while True:
@@ -73,32 +71,42 @@ class Reaper:
                 return
         callback(pid, status)
 
-    def run(self, argv: list[str], *, timeout: float | None = None, **popen: Any) -> tuple[int, bytes, bytes]:
-        """Run a command to completion: (status, stdout, stderr). Output is captured."""
-        done = threading.Event()
+    def run(self, argv: list[str], *, timeout: float | None = None) -> tuple[int, bytes, bytes]:
+        """Run a command to completion, stdin on /dev/null: (status, stdout, stderr). A command
+        still running after ``timeout`` seconds is killed (status 137, what it wrote dropped)."""
+        done = lite.Event()
         result: list[int] = []
 
         def finished(_pid: int, status: int) -> None:
             result.append(status)
             done.set()
 
-        popen.setdefault("stdin", subprocess.DEVNULL)
-        popen.setdefault("stdout", subprocess.PIPE)
-        popen.setdefault("stderr", subprocess.PIPE)
-        proc = self.spawn(argv, **popen)
-        self.on_exit(proc.pid, finished)
-        out, err = proc.communicate(timeout=timeout) if (proc.stdout or proc.stderr) else (b"", b"")
-        if not done.wait(timeout):
-            proc.kill()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pid = self.spawn(argv, null, out_w, err_w)
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (null, out_w, err_w):
+                os.close(fd)
+        self.on_exit(pid, finished)
+        outputs = lite.read_pipes([out_r, err_r], timeout)
+        if outputs is None or not done.wait(timeout):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
             done.wait()
-        return result[0], out or b"", err or b""
+        out, err = outputs or (b"", b"")
+        return result[0], out, err
 
-    def spawn(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
-        """Start a child whose exit is reported only through :meth:`on_exit`.
-
-        The returned Popen is only good for its pid and pipes: its returncode is preset so that
-        neither it nor subprocess's cleanup of dropped Popens ever waits on the pid."""
-        proc = subprocess.Popen(argv, **popen)
-        proc.returncode = 0
+    def spawn(self, argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
+        """Start a child with the given stdio fds; its pid. Its exit is reported only through
+        :meth:`on_exit`."""
+        pid = lite.spawn(argv, stdin, stdout, stderr)
         self._have_children.set()
-        return proc
+        return pid

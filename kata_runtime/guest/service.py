@@ -11,16 +11,13 @@ is a bug, reported as an internal error by the transport.
 
 from __future__ import annotations
 
-import base64
-import ctypes
-import json
+import binascii
 import os
-import socket
-import threading
 import time
 
 from kata_runtime import __version__
 from kata_runtime.guest import glog as log
+from kata_runtime.guest import lite
 from kata_runtime.guest.containers import AgentFailure
 
 TYPE_CHECKING = False
@@ -34,7 +31,6 @@ if TYPE_CHECKING:  # not at run time: importing typing costs the agent's start ~
 
 EMPTY: Message = {}
 
-_libc = ctypes.CDLL(None, use_errno=True)
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 
@@ -43,8 +39,8 @@ def _mount(source: str, target: str, fstype: str, options: list[str]) -> None:
     """mount(2) directly: forking /bin/mount costs a tenth of a second under TCG."""
     os.makedirs(target, exist_ok=True)
     data = ",".join(options).encode() or None
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, data) != 0:
-        err = ctypes.get_errno()
+    if lite.libc().mount(source.encode(), target.encode(), fstype.encode(), 0, data) != 0:
+        err = lite.errno_now()
         raise AgentFailure(f"mount {source} on {target}: {os.strerror(err)}")
 
 
@@ -88,7 +84,7 @@ class AgentService:
         self.boot_stamps = boot_stamps
         self.grpc_version = grpc_version
         self.sandbox_id = ""
-        self.warm = threading.Event()
+        self.warm = lite.Event()
 
     def warm_up(self) -> None:
         """Run once, in a thread, after the agent serves: start the OCI runtime once, so that its
@@ -98,6 +94,7 @@ class AgentService:
         from kata_runtime.guest import containers
 
         try:
+            lite.libc()  # ctypes, for the first calls' mounts
             late_modules()
             self.containers.reaper.run([containers.RUNC, "--version"], timeout=60)
         except Exception as e:  # noqa: BLE001 - an optimisation: never fatal
@@ -114,7 +111,9 @@ class AgentService:
     def CreateSandbox(self, req: Message) -> Message:
         self.sandbox_id = str(req.get("sandbox_id", ""))
         if req.get("hostname"):
-            socket.sethostname(str(req["hostname"]))
+            import _socket
+
+            _socket.sethostname(str(req["hostname"]))
         late_modules()
         _mount_storages(req.get("storages", []))
         return EMPTY
@@ -135,7 +134,7 @@ class AgentService:
         import fcntl
         import struct
 
-        data = base64.b64decode(req.get("data", ""))
+        data = binascii.a2b_base64(req.get("data", ""))
         fd = os.open("/dev/urandom", os.O_WRONLY)
         try:
             fcntl.ioctl(fd, RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
@@ -183,7 +182,7 @@ class AgentService:
     # -- containers -------------------------------------------------------------------------------
     def CreateContainer(self, req: Message) -> Message:
         _mount_storages(req.get("storages", []))
-        spec = json.loads(req.get("oci_spec_json") or "{}")
+        spec = lite.loads(req.get("oci_spec_json") or "{}")
         self.containers.create(_cid(req), spec, bool(req.get("no_pivot")), dict(req.get("sandbox_sysctls", {})))
         return EMPTY
 
@@ -196,7 +195,7 @@ class AgentService:
         return EMPTY
 
     def ExecProcess(self, req: Message) -> Message:
-        self.containers.exec(_cid(req), str(req.get("exec_id", "")), json.loads(req.get("process_json") or "{}"))
+        self.containers.exec(_cid(req), str(req.get("exec_id", "")), lite.loads(req.get("process_json") or "{}"))
         return EMPTY
 
     def SignalProcess(self, req: Message) -> Message:
@@ -211,15 +210,15 @@ class AgentService:
         if req.get("format") == "table":
             listing = self.containers.ps_table(_cid(req), [str(a) for a in req.get("args", [])])
         else:
-            listing = json.dumps(self.containers.ps(_cid(req))).encode()
-        return {"process_list": base64.b64encode(listing).decode()}
+            listing = lite.dumps(self.containers.ps(_cid(req))).encode()
+        return {"process_list": binascii.b2a_base64(listing, newline=False).decode()}
 
     def UpdateContainer(self, req: Message) -> Message:
-        self.containers.update(_cid(req), json.loads(req.get("resources_json") or "{}"))
+        self.containers.update(_cid(req), lite.loads(req.get("resources_json") or "{}"))
         return EMPTY
 
     def StatsContainer(self, req: Message) -> Message:
-        return {"stats_json": json.dumps(self.containers.stats(_cid(req)))}
+        return {"stats_json": lite.dumps(self.containers.stats(_cid(req)))}
 
     def PauseContainer(self, req: Message) -> Message:
         self.containers.pause(_cid(req))
