@@ -39,6 +39,14 @@ _engines_ours_alive() {
   { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$ENGINE_DIR"
 }
 
+# _engines_child_alive PID: a daemon this shell just started in the background is still there. Not
+# _engines_ours_alive: until its subshell has exec'd, its command line is this shell's, not the
+# daemon's (a start that checked too early said "exited"); our own child's pid is not reused
+# before we reap it.
+_engines_child_alive() {
+  [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 _engines_pid() { cat "$ENGINE_DIR/$1.pid" 2>/dev/null || true; }
 
 # _engines_term NAME SECONDS: SIGTERM the daemon of pid file NAME.pid, wait, then SIGKILL
@@ -182,7 +190,7 @@ _engines_start_containerd() {
   local i pid=$!
   for ((i = 0; i < 300; i++)); do
     _engines_containerd_answers && return 0
-    if ! _engines_ours_alive "$pid"; then
+    if ! _engines_child_alive "$pid"; then
       _engines_say "containerd exited: $(tail -n 5 "$ENGINE_DIR/containerd.log")"
       return 1
     fi
@@ -273,7 +281,7 @@ _engines_start_dockerd() {
       echo "$pid" >"$ENGINE_DIR/dockerd.pid"  # the same pid dockerd wrote; makes sure it is there
       return 0
     fi
-    if ! _engines_ours_alive "$pid"; then
+    if ! _engines_child_alive "$pid"; then
       _engines_say "dockerd exited: $(tail -n 5 "$ENGINE_DIR/dockerd.log")"
       return 1
     fi
