@@ -187,25 +187,35 @@ class ChannelServer:
 
     # -- channel output ----------------------------------------------------------------------
     def send_frame(self, data: bytes) -> None:
-        if not self.out:
-            try:
-                n = os.write(self.fd, data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as e:
-                log.error("agent channel write failed: %s", e)
-                return
-            if n == len(data):
-                return
-            data = data[n:]
+        if self.out:  # frames go out in order: behind what waits
+            self.out += data
+            return
+        try:
+            n = self._write_some(data)
+        except OSError as e:
+            log.error("agent channel write failed: %s", e)
+            return
+        if n < len(data):
+            self.out += memoryview(data)[n:]
             self.sel.modify(self.fd, READ | WRITE, ("channel", None))
-        self.out += data
+
+    def _write_some(self, data: bytes | bytearray) -> int:
+        """Write what the port takes now; how many bytes. A virtio-serial write takes at most
+        32 KiB: writing on until it would block saves a trip through the loop for each of those."""
+        done = 0
+        with memoryview(data) as view:
+            while done < len(view):
+                try:
+                    n = os.write(self.fd, view[done:])
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not n:
+                    break
+                done += n
+        return done
 
     def _flush_channel(self) -> None:
-        try:
-            n = os.write(self.fd, self.out)
-        except (BlockingIOError, InterruptedError):
-            return
+        n = self._write_some(self.out)
         del self.out[:n]
         if not self.out:
             self.sel.modify(self.fd, READ, ("channel", None))
