@@ -182,6 +182,7 @@ stage_kernel_build() {
 		*.ko.gz) gzip -dc "$src" >"$dir/modules/$name.ko" ;;
 		*) die "unknown module file $path" ;;
 		esac
+		"$PY" "$GUEST/guestlib.py" strip-module-signature "$dir/modules/$name.ko" || die "cannot strip $name.ko"
 		printf '%s %s.ko %s\n' "$group" "$name" "$name" >>"$dir/load.list"
 	done <"$dir/order.txt"
 	echo "$kver" >"$dir/kernel-version"
