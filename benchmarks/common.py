@@ -76,6 +76,16 @@ def signals_held() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def compile_checkout() -> None:
+    """Byte-compile this checkout's package, as ``tests/setup.sh`` and an install do. A module
+    changed since then, where PYTHONDONTWRITEBYTECODE is set, is otherwise compiled again by every
+    process that imports it (each CLI call, each kata-proxy and kata-shim start: time, and memory
+    the compiler leaves behind), and the figures would count that."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "kata_runtime"), quiet=1, workers=0)
+
+
 def needs_root(script: str, why: str, binaries: Iterable[str] = ()) -> int | None:
     """Exit status 2 with one line on stderr when not root or a needed program is missing; else None."""
     if os.geteuid() != 0:

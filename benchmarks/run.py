@@ -48,6 +48,7 @@ from benchmarks.common import (  # noqa: E402
     REPO,
     SHARED_ROOT,
     cmdline,
+    compile_checkout,
     default_runc,
     default_runtime,
     diff,
@@ -972,6 +973,7 @@ def main(argv: list[str] | None = None) -> int:
     refused = needs_root("run.py", "QEMU's shared mounts, runc")
     if refused is not None:
         return refused
+    compile_checkout()
     # Ctrl-C raises KeyboardInterrupt even where the shell started us with SIGINT ignored (a
     # background job); SIGTERM and SIGHUP unwind the same way: the clean-up runs in every case.
     unwind_on_signals()

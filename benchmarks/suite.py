@@ -44,6 +44,7 @@ from benchmarks.common import (  # noqa: E402
     GIB,
     MB,
     Interrupted,
+    compile_checkout,
     default_runc,
     default_runtime,
     fmt_mb,
@@ -399,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     refused = needs_root("suite.py", "QEMU's shared mounts, runc, the engines")
     if refused is not None:
         return refused
+    compile_checkout()
     unwind_on_signals()
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kata-bench-suite."))
