@@ -16,6 +16,7 @@ Every fd's selector registration is derived from state in one place, :meth:`Chan
 
 from __future__ import annotations
 
+import _signal
 import _socket
 import errno
 import os
@@ -41,7 +42,6 @@ READ_PIECES = 64
 CHANNEL_BUF = mux.HEADER_SIZE + mux.MAX_PAYLOAD + 2 * READ_PIECES * PIECE  # room for the largest frame
 READ = lite.EVENT_READ
 WRITE = lite.EVENT_WRITE
-SIGKILL = 9
 
 
 class Stream:
@@ -333,7 +333,7 @@ class ChannelServer:
                 # shim when ExecSync times out): nobody can wait for it or see its output any more
                 log.info("exec %s of %s lost its shim: killing it", proc.exec_id, proc.container_id)
                 try:
-                    os.kill(proc.pid, SIGKILL)
+                    os.kill(proc.pid, _signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
         if notify:

@@ -21,6 +21,7 @@ Same behaviour as the standard library for what the agent uses:
 from __future__ import annotations
 
 import _json
+import _signal
 import _thread
 import os
 import select
@@ -201,14 +202,12 @@ class Selector:
 
 # -- processes -----------------------------------------------------------------------------------
 
-_SIGPIPE, _SIGXFSZ = 13, 25
-
-
 def spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
     """Start ``argv`` (searched on PATH) with the given fds as its stdio; its pid. Raises
     ``OSError`` when it cannot be started (``FileNotFoundError`` for a missing program)."""
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate((stdin, stdout, stderr))]
-    return os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsigdef=(_SIGPIPE, _SIGXFSZ))
+    return os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions,
+                           setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
 
 
 def read_pipes(fds: list[int], timeout: float | None = None) -> list[bytes] | None:

@@ -6,7 +6,9 @@ All waiting on children goes through one thread doing ``waitpid(-1)``; nothing e
 
 from __future__ import annotations
 
+import _signal
 import os
+import time
 
 from kata_runtime.guest import lite
 
@@ -94,10 +96,11 @@ class Reaper:
             for fd in (null, out_w, err_w):
                 os.close(fd)
         self.on_exit(pid, finished)
+        deadline = None if timeout is None else time.monotonic() + timeout
         outputs = lite.read_pipes([out_r, err_r], timeout)
-        if outputs is None or not done.wait(timeout):
+        if outputs is None or not done.wait(None if deadline is None else deadline - time.monotonic()):
             try:
-                os.kill(pid, 9)
+                os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
             done.wait()

@@ -20,7 +20,7 @@ Subcommands:
 ``strip-module-signature MODULE``
     Remove the signature appended to a kernel module (``~Module signature appended~``), in place.
     The guest kernel checks a signature it finds (SHA-256 over the module, then RSA), which under
-    TCG costs the boot about 0.1 s for our 2 MB of modules; Debian's kernel does not require one
+    TCG cost the boot about 0.3 s for our 2 MB of modules; Debian's kernel does not require one
     (no ``module.sig_enforce``): an unsigned module loads the same, marking the kernel tainted
     ("E") once. Nothing else in the guest can load modules: the root is read-only and the agent
     loads none. A module without a signature is left as it is.
