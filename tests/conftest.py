@@ -17,11 +17,13 @@ def our_leftovers(marker: str = "") -> list[str]:
     out = []
     ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
     for line in ps.splitlines():
-        _pid, stat, args = (line.split(None, 2) + ["", ""])[:3]
+        pid, stat, args = (line.split(None, 2) + ["", ""])[:3]
         if stat.startswith("Z"):
             continue  # dead; waits for init to reap it
         if any(p in args for p in OUR_PROCESSES) and (not marker or marker in args):
-            out.append("process: " + line.strip())
+            # not the state: lists taken before and after an operation are compared, and a
+            # running QEMU is R in one and S in the other
+            out.append(f"process: {pid} {args}")
     with open("/proc/self/mountinfo") as f:
         for line in f:
             point = line.split()[4]
